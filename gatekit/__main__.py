@@ -1,0 +1,108 @@
+"""Command line of the gate's machinery: `python -m gatekit COMMAND ...`.
+
+nox and tox sessions call these commands inside their environments, so that both
+runners share one implementation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from gatekit import PATCHES_DIR, GateError, series, tree
+
+# optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
+UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
+
+
+def _pytest(paths: list[str], tree_dir: Path, extra: list[str]) -> int:
+    # importlib mode keeps the tree off sys.path: the tests import the installed optax.
+    # The tree's own pyproject.toml is the config, so this project's pytest settings stay out.
+    command = [sys.executable, "-m", "pytest", "--import-mode=importlib", "-p", "no:cacheprovider",
+               "--rootdir", str(tree_dir), "-c", str(tree_dir / "pyproject.toml"), *extra, *paths]
+    print("+", " ".join(command), flush=True)
+    return subprocess.run(command, check=False, cwd=tempfile.gettempdir()).returncode
+
+
+def install_patched(args) -> None:
+    patched = tree.prepare(args.release, args.series, args.sdist_dir)
+    tree.install(patched)
+    tree.verify(patched, tree.touched_files(args.series))
+    print(f"installed and verified: optax {args.release} + {_patch_numbers(args.series)}")
+
+
+def _patch_numbers(series_file: Path) -> str:
+    return ", ".join(series.read_patch(p).number for p in series.read_series(series_file))
+
+
+def optax_tests(args) -> None:
+    """Runs the tests the series adds to optax (and optax's own) on the installed optax."""
+    patched = tree.prepare(args.release, args.series, args.sdist_dir)
+    added = tree.optax_test_modules(patched, args.series)
+    if args.expect == "pass":
+        paths = [str(m) for m in added]
+        if args.upstream:
+            paths += [str(patched / test) for test in UPSTREAM_TESTS]
+        if _pytest(paths, patched, args.pytest_args) != 0:
+            raise GateError("optax's tests failed on the installed optax: see the pytest report above")
+        return
+    # On the release as published, each test module the series adds must catch its defect.
+    for module in added:
+        code = _pytest([str(module)], patched, args.pytest_args)
+        if code != 1:
+            raise GateError(
+                f"{module.name} was expected to fail on optax {args.release} as released "
+                f"(pytest exit {code}, not 1): the test no longer detects its defect"
+            )
+        print(f"{module.name}: fails on the release as published, as it must")
+
+
+def status(args) -> None:
+    statuses = [series.patch_status(Path(args.tree), p, args.release) for p in series.read_series(args.series)]
+    print(series.format_table(statuses))
+    if args.json:
+        Path(args.json).write_text(json.dumps([s.__dict__ for s in statuses], indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gatekit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def release_options(command):
+        command.add_argument("--release", default="0.2.4", help="optax release (default 0.2.4)")
+        command.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
+        command.add_argument("--sdist-dir", help="folder holding optax-<release>.tar.gz (offline use)")
+
+    install = commands.add_parser("install-patched", help="build, install and verify the patched release")
+    release_options(install)
+    install.set_defaults(run=install_patched)
+
+    tests = commands.add_parser("optax-tests", help="run optax's tests added by the series (and its own)")
+    release_options(tests)
+    tests.add_argument("--expect", choices=("pass", "fail"), required=True)
+    tests.add_argument("--upstream", action="store_true", help="also run optax's L-BFGS and linesearch tests")
+    tests.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    tests.set_defaults(run=optax_tests)
+
+    check = commands.add_parser("status", help="where each patch stands against a source tree")
+    check.add_argument("--tree", required=True)
+    check.add_argument("--release", help="the tree's optax release, for patches already upstream")
+    check.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
+    check.add_argument("--json", help="also write the table as JSON to this file")
+    check.set_defaults(run=status)
+
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except GateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

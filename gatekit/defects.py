@@ -1,0 +1,40 @@
+"""The named defects the suite detects, and the patch that fixes each.
+
+Test markers (`@pytest.mark.defect("seed-leak")`), `--known-defects` and the fork
+session's advice all take their names from here.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Defect:
+    name: str
+    summary: str
+    patch: str | None  # the patch of the series that fixes it; None: a limit, not fixed
+
+
+DEFECTS = {
+    d.name: d
+    for d in (
+        Defect(
+            "seed-leak",
+            "derivatives flow through the first step's identity scale min(1, 1/|g|)",
+            "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch",
+        ),
+    )
+}
+
+
+def parse_names(text: str) -> list[str]:
+    """Splits a comma-separated list of defect names, rejecting unknown ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DEFECTS]
+    if unknown:
+        from gatekit import GateError
+
+        raise GateError(
+            f"unknown defect name(s) {', '.join(unknown)}: "
+            f"use one of {', '.join(sorted(DEFECTS))}"
+        )
+    return names

@@ -1,0 +1,168 @@
+"""The patch series: reading it, and checking or applying its patches to a tree.
+
+Patches are applied with `git apply`, which needs no repository; the tree may be a
+plain unpacked sdist or a git checkout (a fork).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekit import PATCHES_DIR, GateError
+
+TRAILER = re.compile(r"^([A-Z][A-Za-z-]+): (.+)$")
+
+
+def require_tool(name: str) -> str:
+    """The path of an external program the gate needs, or a clear error."""
+    path = shutil.which(name)
+    if path is None:
+        raise GateError(f"'{name}' not found on PATH: install {name} and run again")
+    return path
+
+
+def read_series(series_file: Path = PATCHES_DIR / "series") -> list[Path]:
+    """The patches listed in a quilt-style series file, in order."""
+    series_file = Path(series_file)
+    if not series_file.is_file():
+        raise GateError(f"series file {series_file} not found: pass an existing series file")
+    patches = []
+    for line in series_file.read_text().splitlines():
+        name = line.split("#", 1)[0].strip().split()
+        if not name:
+            continue
+        patch = series_file.parent / name[0]
+        if not patch.is_file():
+            raise GateError(
+                f"{series_file.name} lists {name[0]}, which is not in {series_file.parent}: "
+                "restore the patch or remove its line from the series"
+            )
+        patches.append(patch)
+    if not patches:
+        raise GateError(f"series file {series_file} lists no patch: add the patches in order")
+    return patches
+
+
+@dataclass(frozen=True)
+class PatchInfo:
+    """What a patch's header says about it."""
+
+    path: Path
+    subject: str
+    trailers: dict[str, str]
+    files: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def number(self) -> str:
+        return self.path.name.split("-", 1)[0]
+
+    @property
+    def applied_upstream(self) -> str | None:
+        return self.trailers.get("Applied-Upstream")
+
+
+def read_patch(path: Path) -> PatchInfo:
+    """Parses the mbox header and DEP-3 trailers of a `git format-patch` file."""
+    text = Path(path).read_text()
+    message = email.parser.Parser().parsestr(text, headersonly=False)
+    subject = " ".join(str(message.get("Subject", "")).split())
+    subject = re.sub(r"^\[PATCH[^\]]*\]\s*", "", subject)
+    body = message.get_payload()
+    description = body.split("\n---\n", 1)[0] if isinstance(body, str) else ""
+    trailers = {}
+    for line in description.splitlines():
+        match = TRAILER.match(line)
+        if match:
+            trailers[match.group(1)] = match.group(2)
+    files = tuple(dict.fromkeys(re.findall(r"^\+\+\+ b/(\S+)", text, flags=re.M)))
+    return PatchInfo(Path(path), subject, trailers, files)
+
+
+def _git_apply(tree: Path, patch: Path, *args: str) -> subprocess.CompletedProcess:
+    git = require_tool("git")
+    env = dict(os.environ)
+    # A tree nested in another repository (build/ inside this project) must not be
+    # taken for part of it: git would then apply paths relative to the outer root.
+    env["GIT_CEILING_DIRECTORIES"] = str(Path(tree).resolve().parent)
+    return subprocess.run(
+        [git, "apply", *args, str(Path(patch).resolve())],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _conflict(stderr: str) -> str:
+    """Names the file and hunk that `git apply` could not place."""
+    found = re.search(r"patch failed: (\S+):(\d+)", stderr)
+    if found:
+        return f"{found.group(1)}, hunk at line {found.group(2)}"
+    missing = re.search(r"error: (\S+): (No such file or directory|does not exist in index)", stderr)
+    if missing:
+        return f"{missing.group(1)}: file not in the tree"
+    exists = re.search(r"error: (\S+): already exists in working directory", stderr)
+    if exists:
+        return f"{exists.group(1)}: file already exists"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "git apply failed without a message"
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where one patch stands against one tree."""
+
+    patch: str
+    state: str  # "applied", "applies", "upstream" or "conflicts"
+    detail: str = ""
+
+
+def patch_status(tree: Path, patch: Path, release: str | None = None) -> Status:
+    """Classifies a patch against a tree.
+
+    applied: it reverse-applies (the tree already carries it, e.g. after `git am`).
+    applies: it applies cleanly.
+    upstream: it does neither, but its header says the fix shipped in `release` or
+      earlier (upstream may spell a fix differently from the patch).
+    conflicts: none of these; the detail names the file and hunk.
+    """
+    if _git_apply(tree, patch, "--check", "--reverse").returncode == 0:
+        return Status(patch.name, "applied")
+    forward = _git_apply(tree, patch, "--check")
+    if forward.returncode == 0:
+        return Status(patch.name, "applies")
+    shipped = read_patch(patch).applied_upstream
+    if shipped and release and version_tuple(release) >= version_tuple(shipped):
+        return Status(patch.name, "upstream", f"fixed upstream in {shipped}")
+    return Status(patch.name, "conflicts", _conflict(forward.stderr))
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def apply_patch(tree: Path, patch: Path) -> None:
+    result = _git_apply(tree, patch)
+    if result.returncode != 0:
+        raise GateError(
+            f"{patch.name} does not apply: {_conflict(result.stderr)}; "
+            "regenerate the patch against this release"
+        )
+
+
+def format_table(statuses: list[Status]) -> str:
+    width = max(len(s.patch) for s in statuses)
+    lines = [f"{'patch'.ljust(width)}  state      detail"]
+    lines += [f"{s.patch.ljust(width)}  {s.state.ljust(9)}  {s.detail}".rstrip() for s in statuses]
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""Patched source trees: built whole or not at all, installed, and verified."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from gatekit import WORK_DIR, GateError, sdist, series
+
+
+def _tree_key(sdist_path: Path, patches: list[Path]) -> str:
+    digest = hashlib.sha256(sdist_path.read_bytes())
+    for patch in patches:
+        digest.update(patch.name.encode())
+        digest.update(patch.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Path:
+    """The optax `release` sdist with the whole series applied.
+
+    The tree is built in a scratch folder and moved into build/trees/ only once
+    every patch has applied, so a failed run leaves nothing to be reused. A tree
+    already there for the same sdist and patches is reused.
+    """
+    patches = series.read_series(series_file)
+    series.require_tool("git")
+    sdist_path = sdist.fetch(release, sdist_dir)
+    trees = WORK_DIR / "trees"
+    tree = trees / f"optax-{release}+{_tree_key(sdist_path, patches)}"
+    if tree.is_dir():
+        report(f"patched tree: {tree} (reused)")
+        return tree
+    trees.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=trees))
+    try:
+        work = sdist.unpack(sdist_path, scratch / "optax")
+        statuses = []
+        for patch in patches:
+            status = series.patch_status(work, patch, release)
+            statuses.append(status)
+            if status.state != "applies":
+                report(series.format_table(statuses))
+                raise GateError(
+                    f"{patch.name} cannot be applied to optax {release} ({status.state}"
+                    f"{': ' + status.detail if status.detail else ''}): "
+                    "fix or regenerate the patch, or remove it from the series"
+                )
+            series.apply_patch(work, patch)
+        report(series.format_table(statuses))
+        os.replace(work, tree)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report(f"patched tree: {tree}")
+    return tree
+
+
+def touched_files(series_file: Path) -> list[str]:
+    files = []
+    for patch in series.read_series(series_file):
+        files += [f for f in series.read_patch(patch).files if f not in files]
+    return files
+
+
+def install(tree: Path) -> None:
+    """Installs a source tree into the running interpreter's environment."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--force-reinstall", str(tree)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        last = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["no message"]
+        raise GateError(f"pip could not install {tree} ({last[0].strip()}): run the session again from scratch")
+
+
+def installed_optax_root() -> Path:
+    """The folder holding the `optax` package that this interpreter imports."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import optax, pathlib; print(pathlib.Path(optax.__file__).parent.parent)"],
+        capture_output=True, text=True, check=False, cwd=tempfile.gettempdir(),
+    )
+    if result.returncode != 0:
+        raise GateError("optax cannot be imported in this environment: install it first")
+    return Path(result.stdout.strip())
+
+
+def verify(tree: Path, files: list[str]) -> None:
+    """Refuses unless the optax this interpreter imports carries `tree`'s files."""
+    root = installed_optax_root()
+    for relative in files:
+        if not relative.startswith("optax/"):
+            continue
+        installed = root / relative
+        if not installed.is_file() or installed.read_bytes() != (Path(tree) / relative).read_bytes():
+            raise GateError(
+                f"the optax imported from {root} is not the patched tree: {relative} differs; "
+                "run the session again so it reinstalls"
+            )
+
+
+def optax_test_modules(tree: Path, series_file: Path) -> list[Path]:
+    """The test modules that the series adds to optax."""
+    return [Path(tree) / f for f in touched_files(series_file) if f.endswith("_test.py")]

@@ -1,0 +1,60 @@
+"""Sessions of the L-BFGS derivative gate. `nox -l` lists them; the real work is in gatekit/."""
+
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "gate_selftest", "unpatched", "patched"]
+
+BASE_RELEASE = "0.2.4"
+CONSTRAINTS = f"constraints/optax-{BASE_RELEASE}.txt"
+# Every defect the series fixes is present in the release as published.
+BASE_DEFECTS = "seed-leak"
+
+
+def _install_suite(session, constraints=CONSTRAINTS):
+    session.install("-r", "requirements/test.txt", "optax", "-c", constraints)
+
+
+def _suite(session, patch_state, known_defects=""):
+    """Runs the project's suite against the optax installed in the session."""
+    env = {"LBFGS_GATE_PATCH_STATE": patch_state, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
+    args = session.posargs or []
+    session.run("pytest", "tests/lbfgs", f"--known-defects={known_defects}", *args, env=env)
+
+
+@nox.session
+def unpatched(session):
+    """optax 0.2.4 as released: every known defect must be reproduced."""
+    _install_suite(session)
+    session.run("python", "-m", "gatekit", "optax-tests", "--release", BASE_RELEASE, "--expect", "fail")
+    _suite(session, f"optax {BASE_RELEASE} as released", BASE_DEFECTS)
+
+
+@nox.session
+def patched(session):
+    """optax 0.2.4 with patches/series applied: no defect may remain, optax's own tests pass."""
+    _install_suite(session)
+    session.run("python", "-m", "gatekit", "install-patched", "--release", BASE_RELEASE)
+    session.run("python", "-m", "gatekit", "optax-tests", "--release", BASE_RELEASE, "--expect", "pass",
+                "--upstream", "--", "-n", "2", "-q")
+    _suite(session, f"optax {BASE_RELEASE} + patches/series (verified)")
+
+
+@nox.session
+def gate_selftest(session):
+    """Tests of the gate's own machinery: series, sdists, trees, errors (no jax)."""
+    session.install("pytest", "-c", CONSTRAINTS)
+    session.run("pytest", "tests/gate", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    """ruff over the project's Python code."""
+    session.install("ruff", "-c", "constraints/tools.txt")
+    session.run("ruff", "check", ".")

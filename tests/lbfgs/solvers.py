@@ -1,0 +1,140 @@
+"""L-BFGS solves written once, with the problem as traced arguments.
+
+Every function here takes the problem (A, b, x0) as arguments, never as closure
+constants, so one compiled function serves every example of a shape and dtype
+(tracing and compiling an L-BFGS solve costs seconds; running it, milliseconds).
+Static choices (step counts, tolerances, memory) are keyword arguments bound by
+`functools.partial` before `jax.jit`, one compile per configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def quadratic(A, b):
+    """f(x) = 1/2 x^T A x - b^T x, minimised at A^-1 b."""
+    return lambda x: 0.5 * x @ (A @ x) - b @ x
+
+
+def log_sum_exp_quadratic(A, b):
+    """A smooth, strictly convex function that is not a quadratic."""
+    return lambda x: jax.nn.logsumexp(x) + 0.5 * x @ (A @ x) - b @ x
+
+
+OBJECTIVES = {"quadratic": quadratic, "log-sum-exp": log_sum_exp_quadratic}
+
+
+def _lbfgs_step(fun, opt):
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def step(params, state):
+        value, grad = value_and_grad(params, state=state)
+        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+        return optax.apply_updates(params, updates), state, value, grad
+
+    return step
+
+
+def lbfgs_trajectory(A, b, x0, *, num_steps: int, objective: str = "quadratic"):
+    """Iterates and values of `num_steps` steps of `optax.lbfgs()` (zoom linesearch)."""
+    fun = OBJECTIVES[objective](A, b)
+    opt = optax.lbfgs()
+    step = _lbfgs_step(fun, opt)
+
+    def body(carry, _):
+        params, state = carry
+        params, state, value, _ = step(params, state)
+        return (params, state), (params, value)
+
+    _, (iterates, values) = jax.lax.scan(body, (x0, opt.init(x0)), length=num_steps)
+    return iterates, values
+
+
+def lbfgs_fixed_steps(A, b, x0, *, num_steps: int, objective: str = "quadratic"):
+    """The iterate after `num_steps` steps of `optax.lbfgs()` (zoom linesearch)."""
+    iterates, _ = lbfgs_trajectory(A, b, x0, num_steps=num_steps, objective=objective)
+    return iterates[-1]
+
+
+def lbfgs_solve(A, b, x0, *, max_steps: int = 50, rel_tol: float = 1e-6, objective: str = "quadratic"):
+    """`optax.lbfgs()` in a `lax.while_loop`, stopped when |g| <= rel_tol |g0|.
+
+    Returns (x, number of steps, final gradient norm / initial gradient norm).
+    A tolerance relative to the initial gradient stops the solve before the
+    curvature pairs become rounding noise (see the README's domain notes).
+    """
+    fun = OBJECTIVES[objective](A, b)
+    opt = optax.lbfgs()
+    step = _lbfgs_step(fun, opt)
+    grad0_norm = jnp.linalg.norm(jax.grad(fun)(x0))
+
+    def grad_norm(params):
+        return jnp.linalg.norm(jax.grad(fun)(params))
+
+    def keep_going(carry):
+        params, _, count = carry
+        return (count < max_steps) & (grad_norm(params) > rel_tol * grad0_norm)
+
+    def body(carry):
+        params, state, count = carry
+        params, state, _, _ = step(params, state)
+        return params, state, count + 1
+
+    x, _, count = jax.lax.while_loop(keep_going, body, (x0, opt.init(x0), 0))
+    return x, count, grad_norm(x) / grad0_norm
+
+
+def scale_by_lbfgs_unroll(A, b, x0, *, num_steps: int, step_size: float = 0.5):
+    """`num_steps` of `chain(scale_by_lbfgs(), scale(-step_size))` in a `lax.scan`.
+
+    No linesearch, so no while loop: this unroll can be differentiated in
+    reverse mode.
+    """
+    fun = quadratic(A, b)
+    opt = optax.chain(optax.scale_by_lbfgs(), optax.scale(-step_size))
+
+    def body(carry, _):
+        params, state = carry
+        updates, state = opt.update(jax.grad(fun)(params), state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    (x, _), _ = jax.lax.scan(body, (x0, opt.init(x0)), length=num_steps)
+    return x
+
+
+@functools.cache
+def compiled(name: str, transform: str = "value", argnum: int = 1, **static):
+    """One jitted function per (solver, derivative, static configuration).
+
+    transform: "value", "jacfwd" (Jacobian of the final iterate w.r.t. argument
+    `argnum`: 0 = A, 1 = b, 2 = x0), "jvp" (takes tangents for A, b, x0 after the
+    primals) or "grad" (reverse mode, of sum(x) w.r.t. argument `argnum`).
+    """
+    solver = functools.partial(SOLVERS[name], **static)
+
+    def final_iterate(A, b, x0):
+        out = solver(A, b, x0)
+        return out[0] if isinstance(out, tuple) and name == "lbfgs_solve" else out
+
+    if transform == "value":
+        return jax.jit(solver)
+    if transform == "jacfwd":
+        return jax.jit(jax.jacfwd(final_iterate, argnums=argnum))
+    if transform == "jvp":
+        return jax.jit(lambda A, b, x0, dA, db, dx0: jax.jvp(final_iterate, (A, b, x0), (dA, db, dx0)))
+    if transform == "grad":
+        return jax.jit(jax.grad(lambda A, b, x0: jnp.sum(final_iterate(A, b, x0)), argnums=argnum))
+    raise ValueError(f"unknown transform {transform!r}")
+
+
+SOLVERS = {
+    "lbfgs_trajectory": lbfgs_trajectory,
+    "lbfgs_fixed_steps": lbfgs_fixed_steps,
+    "lbfgs_solve": lbfgs_solve,
+    "scale_by_lbfgs_unroll": scale_by_lbfgs_unroll,
+}
