@@ -11,7 +11,9 @@ from dataclasses import dataclass
 class Defect:
     name: str
     summary: str
-    patch: str | None  # the patch of the series that fixes it; None: a limit, not fixed
+    # The patch of the series that fixes it. None marks a limit that no patch fixes:
+    # its tests are strict expected failures in every session.
+    patch: str | None
 
 
 DEFECTS = {

@@ -53,7 +53,11 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
                 )
             series.apply_patch(work, patch)
         report(series.format_table(statuses))
-        os.replace(work, tree)
+        try:
+            os.replace(work, tree)
+        except OSError:
+            if not tree.is_dir():  # another run finished the same tree first: use it
+                raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report(f"patched tree: {tree}")
