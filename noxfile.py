@@ -58,3 +58,10 @@ def lint(session):
     """ruff over the project's Python code."""
     session.install("ruff", "-c", "constraints/tools.txt")
     session.run("ruff", "check", ".")
+
+
+@nox.session
+def record_reference(session):
+    """Record primal L-BFGS results of optax 0.2.4 as released (for the bitwise PASS_TO_PASS tests)."""
+    _install_suite(session)
+    session.run("python", "tools/record_primal_reference.py")

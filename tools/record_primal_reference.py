@@ -1,0 +1,55 @@
+"""Records the primal L-BFGS results of the optax installed here, bit for bit.
+
+Run it on a release as published, in its pinned environment (the `record_reference`
+nox session does exactly that); test_primal_identity.py then checks that a patched
+build of the same release, in the same environment, reproduces every bit.
+
+    python tools/record_primal_reference.py            # writes tests/lbfgs/data/primal-optax-V-jax-W.json
+"""
+
+import json
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+
+from tests.lbfgs import primal  # noqa: E402
+
+
+def main() -> int:
+    records = []
+    for problem in primal.problems():
+        for dtype in ("float32", "float64"):
+            # float32 runs with x64 off, as a float32 user runs them (see tests/lbfgs/conftest.py).
+            jax.config.update("jax_enable_x64", dtype == "float64")
+            outputs = primal.run(problem, dtype)
+            records.append(
+                {
+                    "problem": problem["name"],
+                    "dtype": dtype,
+                    "outputs": {key: primal.encode(value) for key, value in outputs.items()},
+                }
+            )
+    path = primal.reference_path()
+    reference = {
+        "recorded_with": {"optax": version("optax"), "jax": version("jax"), "jaxlib": version("jaxlib"),
+                          "numpy": version("numpy")},
+        "num_steps": primal.NUM_STEPS,
+        "problems": [
+            {key: (value.tolist() if hasattr(value, "tolist") else value) for key, value in p.items()}
+            for p in primal.problems()
+        ],
+        "records": records,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(reference, indent=1) + "\n")
+    print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}: "
+          f"{len(records)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
