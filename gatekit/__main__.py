@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gatekit import PATCHES_DIR, GateError, series, tree
+from gatekit import PATCHES_DIR, GateError, sdist, series, tree
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
@@ -79,6 +79,11 @@ def status(args) -> None:
         Path(args.json).write_text(json.dumps([s.__dict__ for s in statuses], indent=2) + "\n")
 
 
+def fetch(args) -> None:
+    for release in args.releases:
+        print(sdist.fetch(release))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gatekit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +110,10 @@ def main(argv=None) -> int:
     check.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
     check.add_argument("--json", help="also write the table as JSON to this file")
     check.set_defaults(run=status)
+
+    download = commands.add_parser("fetch", help="download and check optax sdists into build/sdists")
+    download.add_argument("releases", nargs="+", metavar="RELEASE")
+    download.set_defaults(run=fetch)
 
     args = parser.parse_args(argv)
     try:
