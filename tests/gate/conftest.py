@@ -1,0 +1,66 @@
+"""Fixtures for the tests of the gate's own machinery (no jax, no network).
+
+The optax sdists come from $LBFGS_GATE_SDIST_DIR, which the gate_selftest session
+fills before running these tests (`python -m gatekit fetch ...`).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatekit import PROJECT_ROOT, sdist
+
+
+@pytest.fixture(scope="session")
+def sdist_dir() -> Path:
+    folder = os.environ.get(sdist.SDIST_DIR_VARIABLE)
+    assert folder, (
+        f"set {sdist.SDIST_DIR_VARIABLE} to a folder holding the optax sdists "
+        "(`nox -s gate_selftest` does: it runs `python -m gatekit fetch` first)"
+    )
+    return Path(folder)
+
+
+@pytest.fixture()
+def pristine_tree(sdist_dir, tmp_path) -> Path:
+    """A fresh unpacked optax 0.2.4 sdist."""
+    return sdist.unpack(sdist.fetch("0.2.4", sdist_dir), tmp_path / "optax-0.2.4")
+
+
+@pytest.fixture()
+def gate(tmp_path, sdist_dir):
+    """Runs `python -m gatekit ...` with a private work folder; returns the completed process."""
+    work = tmp_path / "work"
+
+    def run(*args, env=None):
+        environment = {**os.environ, "LBFGS_GATE_WORK_DIR": str(work), sdist.SDIST_DIR_VARIABLE: str(sdist_dir)}
+        environment.update(env or {})
+        return subprocess.run([sys.executable, "-m", "gatekit", *args], cwd=PROJECT_ROOT, env=environment,
+                              capture_output=True, text=True, check=False)
+
+    run.work = work
+    return run
+
+
+def git(tree, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tree,
+                          capture_output=True, text=True, check=True)
+
+
+def make_repository(tree: Path) -> Path:
+    git(tree, "init", "-q")
+    git(tree, "add", "-A")
+    git(tree, "commit", "-qm", "optax as published")
+    return tree
+
+
+@pytest.fixture(scope="session")
+def require_program():
+    def check(name):
+        assert shutil.which(name), f"'{name}' is needed by this test: install it"
+
+    return check
