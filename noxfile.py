@@ -15,6 +15,8 @@ BASE_RELEASE = "0.2.4"
 CONSTRAINTS = f"constraints/optax-{BASE_RELEASE}.txt"
 # Every defect the series fixes is present in the release as published.
 BASE_DEFECTS = "seed-leak"
+# Releases whose sdists the gate's own tests build simulated trees from.
+GATE_TEST_RELEASES = (BASE_RELEASE, "0.2.8")
 
 
 def _install_suite(session, constraints=CONSTRAINTS):
@@ -50,7 +52,10 @@ def patched(session):
 def gate_selftest(session):
     """Tests of the gate's own machinery: series, sdists, trees, errors (no jax)."""
     session.install("pytest", "-c", CONSTRAINTS)
-    session.run("pytest", "tests/gate", *session.posargs)
+    # The tests themselves stay offline: the sdists they build trees from are fetched here.
+    session.run("python", "-m", "gatekit", "fetch", *GATE_TEST_RELEASES)
+    sdists = str(Path(__file__).parent / "build" / "sdists")
+    session.run("pytest", "tests/gate", *session.posargs, env={"LBFGS_GATE_SDIST_DIR": sdists})
 
 
 @nox.session

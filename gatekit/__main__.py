@@ -73,10 +73,19 @@ def optax_tests(args) -> None:
 
 
 def status(args) -> None:
+    if not (Path(args.tree) / "optax/_src/transform.py").is_file():
+        raise GateError(f"{args.tree} is not an optax source tree (no optax/_src/transform.py): "
+                        "pass the root of an optax checkout")
     statuses = [series.patch_status(Path(args.tree), p, args.release) for p in series.read_series(args.series)]
     print(series.format_table(statuses))
     if args.json:
         Path(args.json).write_text(json.dumps([s.__dict__ for s in statuses], indent=2) + "\n")
+
+
+def verify(args) -> None:
+    patched = tree.prepare(args.release, args.series, args.sdist_dir, report=lambda _: None)
+    tree.verify(patched, tree.touched_files(args.series))
+    print(f"verified: the optax imported here is optax {args.release} + {_patch_numbers(args.series)}")
 
 
 def fetch(args) -> None:
@@ -110,6 +119,10 @@ def main(argv=None) -> int:
     check.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
     check.add_argument("--json", help="also write the table as JSON to this file")
     check.set_defaults(run=status)
+
+    check_install = commands.add_parser("verify", help="refuse unless the imported optax is the patched tree")
+    release_options(check_install)
+    check_install.set_defaults(run=verify)
 
     download = commands.add_parser("fetch", help="download and check optax sdists into build/sdists")
     download.add_argument("releases", nargs="+", metavar="RELEASE")

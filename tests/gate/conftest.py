@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekit import PROJECT_ROOT, sdist
+from gatekit import PROJECT_ROOT, sdist, tree
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,13 @@ def sdist_dir() -> Path:
         "(`nox -s gate_selftest` does: it runs `python -m gatekit fetch` first)"
     )
     return Path(folder)
+
+
+@pytest.fixture(autouse=True)
+def private_work_dir(tmp_path, monkeypatch):
+    """Trees built in-process go to a scratch folder, never to the project's build/."""
+    monkeypatch.setattr(tree, "WORK_DIR", tmp_path / "work")
+    monkeypatch.setattr(sdist, "WORK_DIR", tmp_path / "work")
 
 
 @pytest.fixture()

@@ -1,0 +1,84 @@
+"""The patch series: its format, and that every tool a user may pick takes it."""
+
+import filecmp
+import subprocess
+
+import pytest
+
+from gatekit import PATCHES_DIR, series, tree
+from tests.gate.conftest import git, make_repository
+
+PATCHES = series.read_series()
+
+
+def _patched_by(tool, tree_dir):
+    for patch in PATCHES:
+        if tool == "git am":
+            git(tree_dir, "am", "-q", str(patch))
+        elif tool == "git apply":
+            git(tree_dir, "apply", str(patch))
+        else:
+            subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree_dir, check=True)
+    return tree_dir
+
+
+@pytest.mark.parametrize("tool", ["git am", "git apply", "patch -p1"])
+def test_series_applies_with_each_tool_and_gives_the_same_tree(tool, pristine_tree, sdist_dir, require_program):
+    require_program(tool.split()[0])
+    if tool.startswith("git"):
+        make_repository(pristine_tree)
+    patched = _patched_by(tool, pristine_tree)
+    reference = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
+    for relative in tree.touched_files(PATCHES_DIR / "series"):
+        assert filecmp.cmp(patched / relative, reference / relative, shallow=False), relative
+
+
+def test_git_am_keeps_each_patch_as_one_commit_with_its_message(pristine_tree):
+    make_repository(pristine_tree)
+    _patched_by("git am", pristine_tree)
+    log = git(pristine_tree, "log", "--format=%s", f"-{len(PATCHES)}").stdout.splitlines()
+    assert list(reversed(log)) == [series.read_patch(p).subject for p in PATCHES]
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.name[:4])
+def test_each_patch_has_a_dep3_header(patch):
+    info = series.read_patch(patch)
+    assert info.subject, f"{patch.name}: no subject"
+    assert "Bug" in info.trailers, f"{patch.name}: no Bug: trailer"
+    assert "Origin" in info.trailers or "Forwarded" in info.trailers, f"{patch.name}: no Origin:/Forwarded:"
+    assert "Applied-Upstream" in info.trailers or info.trailers.get("Forwarded") in ("no", "yes"), (
+        f"{patch.name}: says neither Applied-Upstream: nor Forwarded:"
+    )
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.name[:4])
+def test_each_patch_adds_an_optax_style_regression_test(patch):
+    added = [f for f in series.read_patch(patch).files if f.endswith("_test.py")]
+    assert added, f"{patch.name} adds no test module to optax"
+    assert "new file mode" in patch.read_text(), f"{patch.name} must add its own test module"
+
+
+def test_status_is_applies_on_the_release_and_applied_after_git_am(pristine_tree):
+    states = [series.patch_status(pristine_tree, p, "0.2.4").state for p in PATCHES]
+    assert states == ["applies"] * len(PATCHES)
+    make_repository(pristine_tree)
+    _patched_by("git am", pristine_tree)
+    states = [series.patch_status(pristine_tree, p, "0.2.4").state for p in PATCHES]
+    assert states == ["applied"] * len(PATCHES)
+
+
+def test_prepared_tree_is_reused_only_when_complete(sdist_dir):
+    first = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
+    again = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
+    assert first == again
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".partial-")]
+
+
+def test_a_patch_that_does_not_apply_names_file_and_hunk(pristine_tree):
+    transform = pristine_tree / "optax/_src/transform.py"
+    text = transform.read_text()
+    transform.write_text(text.replace("capped_inv_norm = jnp.minimum(1.0, 1.0/otu.tree_l2_norm(updates))",
+                                      "capped_inv_norm = jnp.minimum(1.0, 2.0/otu.tree_l2_norm(updates))"))
+    status = series.patch_status(pristine_tree, PATCHES[0], "0.2.4")
+    assert status.state == "conflicts"
+    assert status.detail.startswith("optax/_src/transform.py, hunk at line ")
