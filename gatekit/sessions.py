@@ -1,0 +1,50 @@
+"""What the gate's sessions do inside their environment, for nox and tox alike.
+
+A session runner only creates the environment and installs the pinned
+requirements; then it calls `python -m gatekit session NAME`, which lands here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from gatekit import PROJECT_ROOT, GateError, defects, optax_tests, series, tree
+
+BASE_RELEASE = "0.2.4"
+
+
+def base_defects() -> list[str]:
+    """Every defect the series fixes is, by construction, in the release it is made for."""
+    return [d.name for d in defects.DEFECTS.values() if d.patch is not None]
+
+
+def run_suite(patch_state: str, known_defects: list[str], pytest_args: list[str]) -> None:
+    """Runs the project's suite (tests/lbfgs) against the optax installed here."""
+    env = dict(os.environ, LBFGS_GATE_PATCH_STATE=patch_state)
+    # The gate's verdicts rely on the ci profile (derandomized, enough examples to find the leak).
+    env.setdefault("HYPOTHESIS_PROFILE", "ci")
+    command = [sys.executable, "-m", "pytest", "tests/lbfgs", f"--known-defects={','.join(known_defects)}",
+               *pytest_args]
+    print("+", " ".join(command), flush=True)
+    if subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False).returncode != 0:
+        raise GateError(f"the suite failed on {patch_state}: see the pytest report above")
+
+
+def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> None:
+    """The release as published: each known defect must be reproduced, by optax-style and suite tests."""
+    optax_tests.run(release, series_file, "fail", upstream=False, pytest_args=[], sdist_dir=sdist_dir)
+    run_suite(f"optax {release} as released", base_defects(), pytest_args)
+
+
+def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> None:
+    """The release with the series: installed, verified, optax's own tests and the suite green."""
+    patched_tree = tree.prepare(release, series_file, sdist_dir)
+    tree.install(patched_tree)
+    tree.verify(patched_tree, tree.touched_files(series_file))
+    numbers = ", ".join(series.read_patch(p).number for p in series.read_series(series_file))
+    print(f"installed and verified: optax {release} + {numbers}", flush=True)
+    optax_tests.run(release, series_file, "pass", upstream=True, pytest_args=["-n", "2", "-q"], sdist_dir=sdist_dir)
+    run_suite(f"optax {release} + {numbers} (verified)", [], pytest_args)
