@@ -12,17 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from gatekit import PROJECT_ROOT, sdist, tree
+from gatekit import PROJECT_ROOT, WORK_DIR, sdist, tree
 
 
 @pytest.fixture(scope="session")
 def sdist_dir() -> Path:
-    folder = os.environ.get(sdist.SDIST_DIR_VARIABLE)
-    assert folder, (
-        f"set {sdist.SDIST_DIR_VARIABLE} to a folder holding the optax sdists "
-        "(`nox -s gate_selftest` does: it runs `python -m gatekit fetch` first)"
+    """$LBFGS_GATE_SDIST_DIR, or build/sdists where `python -m gatekit fetch` puts them."""
+    folder = Path(os.environ.get(sdist.SDIST_DIR_VARIABLE) or WORK_DIR / "sdists")
+    assert (folder / "optax-0.2.4.tar.gz").is_file(), (
+        f"no optax sdists in {folder}: run `python -m gatekit fetch 0.2.4 0.2.8` first "
+        "(`nox -s gate_selftest` does)"
     )
-    return Path(folder)
+    return folder
 
 
 @pytest.fixture(autouse=True)
