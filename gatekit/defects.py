@@ -24,6 +24,8 @@ DEFECTS = {
             "derivatives flow through the first step's identity scale min(1, 1/|g|)",
             "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch",
         ),
+        Defect("reverse-nan", "jax.grad through scale_by_lbfgs is NaN: divisions inside jnp.where",
+               "0002-lbfgs-safe-divisions-for-reverse-mode.patch"),
     )
 }
 
