@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests.conftest import patch_state
 from tests.lbfgs import solvers
 from tests.lbfgs.report import problem_report
 
@@ -117,7 +118,10 @@ def test_first_direction_has_no_tangent_through_identity_scale(grad, grad_tangen
     assert np.array_equal(tangent, expected), (
         f"first direction's tangent {tangent} != identity_scale * dg = {expected} "
         f"(g = {grad}, dg = {grad_tangent}, {np.dtype(dtype).name}): the derivative flows through "
-        "the identity scale"
+        f"the identity scale\noptax {optax.__version__}; patch state: {patch_state()}\nreproduce:\n"
+        f"    t = optax.scale_by_lbfgs(); p = jnp.zeros({grad.shape[0]})\n"
+        f"    jax.jvp(lambda g: t.update(g, t.init(p), p)[0], (jnp.array({grad.tolist()}),),"
+        f" (jnp.array({grad_tangent.tolist()}),))"
     )
 
 
