@@ -126,26 +126,101 @@ class Status:
     patch: str
     state: str  # "applied", "applies", "upstream" or "conflicts"
     detail: str = ""
+    # The file that applies or is applied, relative to the series' folder: the patch
+    # itself or a variant of it (patches/<release>/<name>); "" for upstream/conflicts.
+    source: str = ""
+
+
+def _is_release(name: str) -> bool:
+    return re.fullmatch(r"\d+(\.\d+)+", name) is not None
+
+
+def variants(patch: Path) -> dict[str, Path]:
+    """The variants of a series patch: release -> patches/<release>/<same name>.
+
+    A variant is the same change regenerated on another release's sdist, for a
+    release where the context of the patch itself no longer matches.
+    """
+    folder = Path(patch).parent
+    found = {d.name: d / Path(patch).name for d in folder.iterdir() if d.is_dir() and _is_release(d.name)}
+    return {release: path for release, path in found.items() if path.is_file()}
+
+
+def candidates(patch: Path, release: str | None = None) -> list[Path]:
+    """The files that may carry `patch` on `release`, most likely first.
+
+    The variant made for `release` itself, then the patch as listed, then the other
+    variants, nearest release first (newer first on a tie): neighbouring releases
+    share the most context.
+    """
+    patch = Path(patch)
+    found = variants(patch)
+    if release is None:
+        return [patch, *(found[r] for r in sorted(found, key=version_tuple))]
+    exact = [found.pop(release)] if release in found else []
+
+    def distance(other: str) -> tuple:
+        a, b = version_tuple(release), version_tuple(other)
+        width = max(len(a), len(b))
+        a, b = a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
+        return tuple(abs(x - y) for x, y in zip(a, b, strict=True)), tuple(-x for x in b)
+
+    return [*exact, patch, *(found[r] for r in sorted(found, key=distance))]
+
+
+def _source(candidate: Path, patch: Path) -> str:
+    return str(Path(candidate).relative_to(Path(patch).parent))
+
+
+def _lines_still_present(tree: Path, patch: Path) -> list[str]:
+    """Lines that `patch` removes and that the tree still holds, as 'file: line'.
+
+    An `Applied-Upstream:` claim is only believed when the code the patch replaces is
+    gone: upstream may respell a fix, but it cannot have fixed code it still ships.
+    """
+    present = []
+    for diff in re.split(r"^diff --git ", Path(patch).read_text(), flags=re.M)[1:]:
+        target = re.search(r"^--- a/(\S+)$", diff, flags=re.M)
+        if not target or not (Path(tree) / target.group(1)).is_file():
+            continue
+        shipped = {line.strip() for line in (Path(tree) / target.group(1)).read_text().splitlines()}
+        removed = [line[1:].strip() for line in diff.splitlines()
+                   if line.startswith("-") and not line.startswith("---")]
+        present += [f"{target.group(1)}: {line}" for line in removed if line and line in shipped]
+    return present
 
 
 def patch_status(tree: Path, patch: Path, release: str | None = None) -> Status:
-    """Classifies a patch against a tree.
+    """Classifies a patch (or, for `release`, one of its variants) against a tree.
 
     applied: it reverse-applies (the tree already carries it, e.g. after `git am`).
     applies: it applies cleanly.
-    upstream: it does neither, but its header says the fix shipped in `release` or
-      earlier (upstream may spell a fix differently from the patch).
+    upstream: it does neither, its header says the fix shipped in `release` or
+      earlier, and the lines it removes are gone from the tree (upstream may spell a
+      fix differently from the patch, as 0.2.5 did for 0001).
     conflicts: none of these; the detail names the file and hunk.
+    Variants are tried in the order of `candidates`; the first that is applied or
+    applies is named in `source` (git apply has no fuzz: a clean apply is exact).
     """
-    if _git_apply(tree, patch, "--check", "--reverse").returncode == 0:
-        return Status(patch.name, "applied")
-    forward = _git_apply(tree, patch, "--check")
-    if forward.returncode == 0:
-        return Status(patch.name, "applies")
+    patch = Path(patch)
+    tried = candidates(patch, release)
+    for candidate in tried:
+        via = "" if candidate == patch else f"variant {_source(candidate, patch)}"
+        if _git_apply(tree, candidate, "--check", "--reverse").returncode == 0:
+            return Status(patch.name, "applied", via, _source(candidate, patch))
+        if _git_apply(tree, candidate, "--check").returncode == 0:
+            return Status(patch.name, "applies", via, _source(candidate, patch))
     shipped = read_patch(patch).applied_upstream
     if shipped and release and version_tuple(release) >= version_tuple(shipped):
-        return Status(patch.name, "upstream", f"fixed upstream in {shipped}")
-    return Status(patch.name, "conflicts", _conflict(forward.stderr))
+        still = [line for candidate in tried for line in _lines_still_present(tree, candidate)]
+        if not still:
+            return Status(patch.name, "upstream", f"fixed upstream in {shipped}")
+        return Status(patch.name, "conflicts",
+                      f"header says fixed upstream in {shipped}, but the tree still has {still[0]!r}")
+    detail = _conflict(_git_apply(tree, patch, "--check").stderr)
+    if len(tried) > 1:
+        detail += f" (and {len(tried) - 1} variant(s) do not apply either)"
+    return Status(patch.name, "conflicts", detail)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -12,17 +13,28 @@ from pathlib import Path
 
 from gatekit import WORK_DIR, GateError, sdist, series
 
+# Written into each prepared tree: which file of the series (the patch or one of its
+# variants) was applied, and which patches were skipped as already upstream.
+MANIFEST = ".gatekit-series.json"
+
 
 def _tree_key(sdist_path: Path, patches: list[Path]) -> str:
     digest = hashlib.sha256(sdist_path.read_bytes())
     for patch in patches:
-        digest.update(patch.name.encode())
-        digest.update(patch.read_bytes())
+        # Every variant counts: which one applies is decided while building the tree.
+        for candidate in series.candidates(patch):
+            digest.update(str(candidate.relative_to(patch.parent)).encode())
+            digest.update(candidate.read_bytes())
     return digest.hexdigest()[:12]
 
 
 def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Path:
     """The optax `release` sdist with the whole series applied.
+
+    Each patch is applied as the file `series.patch_status` picks for the release
+    (the patch or its variant for that release); a patch already in the release
+    (status "upstream" or "applied") is skipped and recorded as such in the tree's
+    MANIFEST. Any other patch that does not apply stops the build.
 
     The tree is built in a scratch folder and moved into build/trees/ only once
     every patch has applied, so a failed run leaves nothing to be reused. A tree
@@ -44,14 +56,19 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
         for patch in patches:
             status = series.patch_status(work, patch, release)
             statuses.append(status)
+            if status.state in ("upstream", "applied"):
+                continue  # the release as published already carries the fix
             if status.state != "applies":
                 report(series.format_table(statuses))
                 raise GateError(
                     f"{patch.name} cannot be applied to optax {release} ({status.state}"
                     f"{': ' + status.detail if status.detail else ''}): "
-                    "fix or regenerate the patch, or remove it from the series"
+                    "fix or regenerate the patch (or add a variant for this release), "
+                    "or remove it from the series"
                 )
-            series.apply_patch(work, patch)
+            series.apply_patch(work, Path(series_file).parent / status.source)
+        manifest = {"release": release, "statuses": [s.__dict__ for s in statuses]}
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         report(series.format_table(statuses))
         try:
             os.replace(work, tree)
@@ -64,9 +81,28 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
     return tree
 
 
-def touched_files(series_file: Path) -> list[str]:
+def applied_patches(tree: Path, series_file: Path) -> list[Path]:
+    """The files of the series applied to a prepared tree, in order.
+
+    A tree without a manifest (one not built by `prepare`) is taken to carry the
+    whole series as listed.
+    """
+    manifest = Path(tree) / MANIFEST if tree is not None else None
+    if manifest is None or not manifest.is_file():
+        return series.read_series(series_file)
+    statuses = json.loads(manifest.read_text())["statuses"]
+    return [Path(series_file).parent / s["source"] for s in statuses if s["state"] == "applies"]
+
+
+def statuses(tree: Path) -> list[series.Status]:
+    """Where each patch stood when `prepare` built the tree."""
+    return [series.Status(**s) for s in json.loads((Path(tree) / MANIFEST).read_text())["statuses"]]
+
+
+def touched_files(series_file: Path, tree: Path | None = None) -> list[str]:
+    """Files the series changes: in `tree` as prepared, if given (skipped patches touch none)."""
     files = []
-    for patch in series.read_series(series_file):
+    for patch in applied_patches(tree, series_file):
         files += [f for f in series.read_patch(patch).files if f not in files]
     return files
 
@@ -110,4 +146,4 @@ def verify(tree: Path, files: list[str]) -> None:
 
 def optax_test_modules(tree: Path, series_file: Path) -> list[Path]:
     """The test modules that the series adds to optax."""
-    return [Path(tree) / f for f in touched_files(series_file) if f.endswith("_test.py")]
+    return [Path(tree) / f for f in touched_files(series_file, tree) if f.endswith("_test.py")]
