@@ -55,3 +55,25 @@ def record_reference(session):
     """Record primal L-BFGS results of optax 0.2.4 as released (for the bitwise PASS_TO_PASS tests)."""
     _install_suite(session)
     session.run("python", "tools/record_primal_reference.py")
+
+
+@nox.session
+def fork(session):
+    """Gate an optax fork: patch table, whole suite on the fork as it is, verdict (-- SOURCE [--ref REF] [--apply])."""
+    if not session.posargs or session.posargs[0].startswith("-"):
+        session.error("Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--table-only] [--output DIR] [-- PYTEST]")
+    from gatekit.fork import find_uv
+
+    # gatekit builds the fork its own environment, pinned for the fork's optax version,
+    # with the uv that nox itself uses; this session's environment only runs gatekit.
+    session.run("python", "-m", "gatekit", "fork", *session.posargs, env={"UV": find_uv()})
+
+
+@nox.session
+def fork_e2e(session):
+    """The fork gate end to end on simulated forks: a jax environment and the whole suite per fork (slow)."""
+    from gatekit.fork import find_uv
+
+    session.install("pytest", "-c", CONSTRAINTS)
+    session.run("python", "-m", "gatekit", "fetch", *GATE_TEST_RELEASES)
+    session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})

@@ -1,0 +1,406 @@
+"""The fork gate's patch table, verdict logic and error paths, on simulated forks (no jax).
+
+The forks are git repositories built from the package index's sdists: optax 0.2.4 as
+published, the same with the series applied by `git am`, one with a local edit that
+makes 0001 conflict, and the newest release. Runs of the whole suite on them (which
+need a jax environment each) are in tests/gate_e2e, run by `nox -s fork_e2e`.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from gatekit import PATCHES_DIR, PROJECT_ROOT, fork, series
+from tests.gate import forks
+
+P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
+P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory, sdist_dir):
+    """The simulated forks, built once for the module (they are only read)."""
+    root = tmp_path_factory.mktemp("forks")
+    pristine = forks.pristine(sdist_dir, "0.2.4", root / "pristine-0.2.4")
+    return {
+        "pristine": pristine,
+        "series": forks.with_series(pristine, root / "series-applied"),
+        "conflict": forks.with_conflicting_edit(pristine, root / "conflicting-edit"),
+        "newest": forks.pristine(sdist_dir, "0.2.8", root / "pristine-0.2.8"),
+    }
+
+
+@pytest.fixture()
+def fork_gate(gate, tmp_path):
+    """`python -m gatekit fork ...` with private output and temporary folders.
+
+    Returns (process, report.json as a dict or None); `fork_gate.output` and
+    `fork_gate.tmp` are the folders, for checking that nothing is left behind.
+    """
+    output, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+
+    def run(*args):
+        result = gate("fork", *args, "--output", str(output), env={"TMPDIR": str(scratch)})
+        report = output / "report.json"
+        return result, (json.loads(report.read_text()) if report.is_file() else None)
+
+    run.output, run.tmp = output, scratch
+    return run
+
+
+def _states(report):
+    return {p["patch"]: (p["state"], p["detail"]) for p in report["patches"]}
+
+
+# --- the patch table ---------------------------------------------------------------------------
+
+
+def test_pristine_fork_lacks_every_patch_and_each_applies_cleanly(simulated, fork_gate):
+    result, report = fork_gate(str(simulated["pristine"]), "--table-only")
+    assert result.returncode == 0, result.stderr
+    assert _states(report) == {P0001: ("applies", ""), P0002: ("applies", "")}
+    assert report["fork"]["optax_version"] == "0.2.4"
+    assert report["fork"]["constraints"] == "constraints/optax-0.2.4.txt" and report["fork"]["constraints_exact"]
+    assert report["verdict"] == "not run"
+    for patch in (P0001, P0002):
+        assert any(line.startswith(patch) and "applies" in line for line in result.stdout.splitlines()), result.stdout
+    markdown = (fork_gate.output / "report.md").read_text()
+    assert f"| `{P0001}` | applies cleanly |" in markdown
+    assert not fork_gate.tmp.exists() or not any(fork_gate.tmp.iterdir()), "the scratch checkout was left behind"
+
+
+def test_advised_git_am_command_applies_the_missing_patches_to_the_fork(simulated, fork_gate, tmp_path):
+    own_checkout = forks.copy(simulated["pristine"], tmp_path / "maintainers-checkout")
+    _, report = fork_gate(str(own_checkout), "--table-only")
+    command = shlex.split(report["apply_all"])
+    assert command[:3] == ["git", "-C", str(own_checkout)] and command[3] == "am", report["apply_all"]
+    subprocess.run(command, env=forks.GIT_ENV, check=True, capture_output=True)
+    _, after = fork_gate(str(own_checkout), "--table-only")
+    assert _states(after) == {P0001: ("applied", ""), P0002: ("applied", "")}
+    assert after["apply_all"] == ""
+
+
+def test_fork_with_the_series_applied_by_git_am_has_every_patch_already(simulated, fork_gate):
+    result, report = fork_gate(str(simulated["series"]), "--table-only")
+    assert result.returncode == 0, result.stderr
+    assert _states(report) == {P0001: ("applied", ""), P0002: ("applied", "")}
+    assert report["apply_all"] == ""
+
+
+def test_local_edit_inside_scale_by_lbfgs_makes_0001_conflict_naming_file_and_hunk(simulated, fork_gate):
+    result, report = fork_gate(str(simulated["conflict"]), "--table-only")
+    assert result.returncode == 0, result.stderr
+    states = _states(report)
+    assert states[P0001] == ("conflicts", "optax/_src/transform.py, hunk at line 1698")
+    assert states[P0002] == ("applies", "")
+    assert "| conflicts | optax/_src/transform.py, hunk at line 1698 |" in (fork_gate.output / "report.md").read_text()
+
+
+def test_newest_release_has_0001_upstream_and_takes_the_0002_variant_made_for_it(simulated, fork_gate):
+    result, report = fork_gate(str(simulated["newest"]), "--table-only")
+    assert result.returncode == 0, result.stderr
+    assert report["fork"]["optax_version"] == "0.2.8"
+    states = _states(report)
+    assert states[P0001] == ("upstream", "fixed upstream in 0.2.5")
+    assert states[P0002] == ("applies", f"variant 0.2.8/{P0002}")
+    # The advice names the variant, the file that actually applies to this fork.
+    assert report["apply_all"] == f"git -C {simulated['newest']} am {PATCHES_DIR / '0.2.8' / P0002}"
+
+
+def test_ref_selects_the_commit_to_gate(simulated, fork_gate):
+    # Two commits back from the series-applied fork is the release as published.
+    _, report = fork_gate(str(simulated["series"]), "--table-only", "--ref", "HEAD~2")
+    assert _states(report) == {P0001: ("applies", ""), P0002: ("applies", "")}
+    assert report["fork"]["ref"] == "HEAD~2"
+    assert report["fork"]["commit"] == forks.git(simulated["pristine"], "rev-parse", "HEAD")
+
+
+def test_branch_of_the_source_is_a_ref(simulated, fork_gate, tmp_path):
+    own_checkout = forks.copy(simulated["pristine"], tmp_path / "checkout")
+    forks.git(own_checkout, "branch", "release-line")
+    forks.git(own_checkout, "am", "--quiet", str(PATCHES_DIR / P0001))
+    _, on_branch = fork_gate(str(own_checkout), "--table-only", "--ref", "release-line")
+    assert _states(on_branch)[P0001] == ("applies", "")
+    _, on_head = fork_gate(str(own_checkout), "--table-only")
+    assert _states(on_head)[P0001] == ("applied", "")
+
+
+def test_file_url_is_gated_offline(simulated, fork_gate):
+    result, report = fork_gate(simulated["series"].as_uri(), "--table-only")
+    assert result.returncode == 0, result.stderr
+    assert _states(report) == {P0001: ("applied", ""), P0002: ("applied", "")}
+
+
+def test_uncommitted_changes_are_named_and_not_gated(simulated, fork_gate, tmp_path):
+    own_checkout = forks.copy(simulated["pristine"], tmp_path / "checkout")
+    transform = own_checkout / "optax" / "_src" / "transform.py"
+    transform.write_text(transform.read_text().replace(forks.WHERE_AS_RELEASED, forks.WHERE_ON_ONE_LINE))
+    result, report = fork_gate(str(own_checkout), "--table-only")
+    assert "uncommitted changes" in result.stdout
+    assert _states(report)[P0001] == ("applies", "")
+
+
+# --- bad input: one line, exit 2, nothing left behind ----------------------------------------------
+
+
+def _not_a_repository(simulated, tmp_path):
+    plain = tmp_path / "plain-tree"
+    subprocess.run(["cp", "-r", str(simulated["pristine"]), str(plain)], check=True)
+    subprocess.run(["rm", "-rf", str(plain / ".git")], check=True)
+    return str(plain), "is not a git repository"
+
+
+def _subfolder_of_a_repository(simulated, tmp_path):
+    return str(simulated["pristine"] / "optax"), "is not a git repository"
+
+
+def _missing_path(simulated, tmp_path):
+    return str(tmp_path / "no-such-fork"), "does not exist"
+
+
+def _not_optax(simulated, tmp_path):
+    other = tmp_path / "other-project"
+    other.mkdir()
+    (other / "README.md").write_text("not optax\n")
+    forks.git(other, "init", "--quiet")
+    forks.git(other, "add", "--all")
+    forks.git(other, "commit", "--quiet", "--message", "another project")
+    return str(other), "is not an optax source tree"
+
+
+def _no_commit(simulated, tmp_path):
+    empty = tmp_path / "empty-repository"
+    empty.mkdir()
+    forks.git(empty, "init", "--quiet")
+    return str(empty), "has no commit"
+
+
+def _unreachable_url(simulated, tmp_path):
+    return (tmp_path / "nowhere.git").as_uri(), "cannot clone"
+
+
+BAD_SOURCES = [_not_a_repository, _subfolder_of_a_repository, _missing_path, _not_optax, _no_commit, _unreachable_url]
+
+
+@pytest.mark.parametrize("bad_source", BAD_SOURCES, ids=lambda f: f.__name__.strip("_"))
+def test_bad_source_gives_one_line_error_and_leaves_nothing(bad_source, simulated, fork_gate, tmp_path):
+    source, fragment = bad_source(simulated, tmp_path)
+    _bad_input_leaves_nothing(fork_gate, [source], fragment)
+
+
+def test_ref_that_does_not_exist_gives_one_line_error_and_leaves_nothing(simulated, fork_gate):
+    source = str(simulated["pristine"])
+    _bad_input_leaves_nothing(fork_gate, [source, "--ref", "no-such-ref"], "'no-such-ref' is not a commit")
+
+
+def _bad_input_leaves_nothing(fork_gate, args, fragment):
+    # A previous run's report must not survive to pass for this run's.
+    fork_gate.output.mkdir()
+    (fork_gate.output / "report.md").write_text("# optax fork gate: GREEN\n")
+    # Not --table-only: bad input must be refused before anything is installed.
+    result, report = fork_gate(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert report is None
+    assert list(fork_gate.output.iterdir()) == [], "reports left behind"
+    assert list(fork_gate.tmp.iterdir()) == [], "scratch folders left behind"
+
+
+# --- the verdict, from a real pytest JUnit report ----------------------------------------------------
+
+SYNTHETIC_SUITE = """
+import pytest
+
+@pytest.mark.defect("seed-leak")
+def test_leaks_through_the_seed():
+    assert False, "Jacobian is not finite\\nreproduce:\\n    print(solve(A, b, x0))"
+
+@pytest.mark.defect("seed-leak")
+def test_leaks_again_with_a_longer_report():
+    assert False, "Jacobian is not finite\\nproblem: 3-d\\ndtype float64\\nreproduce:\\n    print(solve(A, b, x0))"
+
+@pytest.mark.defect("seed-leak")
+def test_seed_without_leak():
+    pass
+
+@pytest.mark.defect("reverse-nan")
+def test_crashes_for_another_reason():
+    raise TypeError("true_fun and false_fun output must have identical types")
+
+def test_pass_to_pass_that_fails():
+    assert 1 == 2, "primal value changed"
+"""
+
+
+def _junit(tmp_path, suite_text):
+    """A JUnit report of a small suite, made by pytest with the gate's plugin, as the gate runs it."""
+    folder = tmp_path / "synthetic"
+    folder.mkdir()
+    (folder / "conftest.py").write_text(
+        "def pytest_configure(config):\n    config.addinivalue_line('markers', 'defect(name): FAIL_TO_PASS')\n"
+    )
+    (folder / "test_synthetic.py").write_text(suite_text)
+    junit = folder / "junit.xml"
+    # Run from its own folder, so that none of the project's pytest configuration applies.
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "gatekit.pytest_defects",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+            "test_synthetic.py",
+        ],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    ).returncode
+    return code, junit
+
+
+def _checkout(source):
+    return fork.Checkout(str(source), "HEAD", "0" * 40, source)
+
+
+def _table(tree, version="0.2.4"):
+    return fork.patch_statuses(tree, version, PATCHES_DIR / "series")
+
+
+def test_failing_defect_test_makes_the_verdict_red_naming_defect_patch_and_command(simulated, tmp_path):
+    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
+    assert code == 1
+    statuses, paths = _table(simulated["pristine"])
+    verdict, counts, findings, others = fork.judge(_checkout(simulated["pristine"]), statuses, paths, code, junit)
+    assert verdict == "red"
+    assert counts == {"tests": 5, "failures": 4, "errors": 0, "skipped": 0, "pytest_exit": 1}
+    # Only the seed leak shows its own symptom; a TypeError is not the reverse-NaN defect.
+    (finding,) = findings
+    assert (finding.name, finding.patch, finding.patch_state) == ("seed-leak", P0001, "applies")
+    assert finding.command == f"git -C {simulated['pristine']} am {PATCHES_DIR / P0001}"
+    assert finding.tests == [
+        "test_synthetic::test_leaks_through_the_seed",
+        "test_synthetic::test_leaks_again_with_a_longer_report",
+    ]
+    # The minimal example is the shortest report, whole, without pytest's indentation.
+    assert finding.example == {
+        "test": "test_synthetic::test_leaks_through_the_seed",
+        "message": "AssertionError: Jacobian is not finite\nreproduce:\n    print(solve(A, b, x0))",
+    }
+    assert [o["test"] for o in others] == [
+        "test_synthetic::test_crashes_for_another_reason",
+        "test_synthetic::test_pass_to_pass_that_fails",
+    ]
+    assert others[0]["message"].startswith("TypeError: true_fun and false_fun")
+
+
+def test_defect_whose_patch_conflicts_is_advised_a_three_way_git_am(simulated, tmp_path):
+    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
+    statuses, paths = _table(simulated["conflict"])
+    _, _, (finding,), _ = fork.judge(_checkout(simulated["conflict"]), statuses, paths, code, junit)
+    assert finding.patch_state == "conflicts"
+    assert finding.command == f"git -C {simulated['conflict']} am -3 {PATCHES_DIR / P0001}"
+    assert "optax/_src/transform.py, hunk at line 1698" in finding.advice
+
+
+def test_defect_in_a_fork_that_carries_its_patch_is_named_with_nothing_to_apply(simulated, tmp_path):
+    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
+    statuses, paths = _table(simulated["series"])
+    _, _, (finding,), _ = fork.judge(_checkout(simulated["series"]), statuses, paths, code, junit)
+    assert finding.patch_state == "applied" and finding.command == ""
+    assert "already carries it" in finding.advice
+
+
+def test_suite_without_failures_is_green(simulated, tmp_path):
+    code, junit = _junit(tmp_path, "import pytest\n\n@pytest.mark.defect('seed-leak')\ndef test_fine():\n    pass\n")
+    statuses, paths = _table(simulated["series"])
+    verdict, counts, findings, others = fork.judge(_checkout(simulated["series"]), statuses, paths, code, junit)
+    assert (verdict, findings, others) == ("green", [], [])
+    assert counts["tests"] == 1 and counts["failures"] == 0
+
+
+def test_markdown_summary_has_verdict_table_and_minimal_example(simulated, tmp_path):
+    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
+    checkout = _checkout(simulated["pristine"])
+    statuses, paths = _table(simulated["pristine"])
+    verdict, counts, findings, others = fork.judge(checkout, statuses, paths, code, junit)
+    report = fork.Report(
+        verdict=verdict,
+        fork={
+            "source": checkout.source,
+            "ref": "HEAD",
+            "commit": checkout.commit,
+            "optax_version": "0.2.4",
+            "constraints": "constraints/optax-0.2.4.txt",
+            "constraints_exact": True,
+        },
+        run="as is",
+        patches=[s.__dict__ for s in statuses],
+        suite=counts,
+        defects=[f.__dict__ for f in findings],
+        other_failures=others,
+    )
+    text = fork.markdown(report)
+    assert text.startswith("# optax fork gate: RED\n")
+    assert f"| `{P0001}` | applies cleanly |  |" in text
+    assert "### seed-leak: " in text
+    assert f"git -C {simulated['pristine']} am {PATCHES_DIR / P0001}" in text
+    assert "AssertionError: Jacobian is not finite\nreproduce:\n    print(solve(A, b, x0))" in text
+    assert "`test_synthetic::test_pass_to_pass_that_fails`: AssertionError: primal value changed" in text
+
+
+# --- pins for the fork's version -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "version, expected, exact",
+    [
+        ("0.2.4", "optax-0.2.4.txt", True),
+        ("0.2.4.dev0+fork.3", "optax-0.2.4.txt", True),
+        ("0.2.5", "optax-0.2.4.txt", False),
+        ("0.2.6", "optax-0.2.8.txt", False),  # equally near: the newer pins
+        ("0.3.0", "optax-0.2.8.txt", False),
+        ("0.1.7", "optax-0.2.4.txt", False),
+    ],
+)
+def test_pins_are_the_forks_release_or_the_nearest_known(version, expected, exact, tmp_path, monkeypatch):
+    for name in ("optax-0.2.4.txt", "optax-0.2.8.txt", "tools.txt", "sdists.txt"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setattr(fork, "CONSTRAINTS_DIR", tmp_path)
+    assert fork.constraints_for(version) == (tmp_path / expected, exact)
+
+
+def test_fork_environment_does_not_pin_optax_itself(tmp_path):
+    pins = tmp_path / "pins.txt"
+    pins.write_text("optax==0.2.4\njax==0.4.35\noptax-extra==1.0\n")
+    assert fork._fork_constraints(pins, tmp_path / "fork.txt").read_text() == "jax==0.4.35\noptax-extra==1.0\n"
+
+
+# --- the workflow a fork copies ----------------------------------------------------------------------
+
+
+def test_reusable_workflow_calls_nothing_but_the_fork_session():
+    workflow = (PROJECT_ROOT / ".github" / "workflows" / "optax-fork-gate.yml").read_text()
+    assert "\n  workflow_call:\n" in workflow
+    # Any line that could run part of the gate, in a `run:` line or a block, is the fork session.
+    labels = ("#", "name:", "- name:", "description:")
+    code = [line.strip() for line in workflow.splitlines() if not line.strip().startswith(labels)]
+    gate_lines = [line for line in code if any(word in line for word in ("nox", "gatekit", "pytest", "tox"))]
+    assert gate_lines, "the workflow runs no gate at all"
+    assert all(line.startswith("run: nox -s fork -- ") for line in gate_lines), gate_lines
+
+
+def test_series_patch_names_are_the_ones_these_tests_use():
+    # Guards the constants above: a renamed patch must fail here, not pass vacuously elsewhere.
+    assert [p.name for p in series.read_series()] == [P0001, P0002]

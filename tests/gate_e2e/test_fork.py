@@ -1,0 +1,106 @@
+"""The fork gate end to end: `python -m gatekit fork` on simulated forks, whole suite each time.
+
+Each run builds a jax environment and runs tests/lbfgs (minutes each), so these run
+in their own session, `nox -s fork_e2e`, not in gate_selftest. The simulated forks are
+built offline from the sdists, as in tests/gate/test_fork.py.
+"""
+
+import json
+
+import pytest
+
+from gatekit import PATCHES_DIR, defects
+from tests.gate import forks
+
+P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
+P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
+# Every defect the series fixes is in optax 0.2.4 as published (the series is made for it).
+PATCHABLE = {d.name: d.patch for d in defects.DEFECTS.values() if d.patch is not None}
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, sdist_dir):
+    return forks.pristine(sdist_dir, "0.2.4", tmp_path_factory.mktemp("forks") / "pristine-0.2.4")
+
+
+@pytest.fixture()
+def fork_gate(gate, tmp_path):
+    output = tmp_path / "out"
+
+    def run(*args):
+        result = gate("fork", *args, "--output", str(output))
+        report = json.loads((output / "report.json").read_text())
+        assert (output / "junit.xml").is_file() and (output / "report.md").is_file()
+        return result, report
+
+    run.output = output
+    return run
+
+
+def _defects(report):
+    return {d["name"]: d for d in report["defects"]}
+
+
+def test_pristine_0_2_4_fork_is_red_naming_each_defect_its_patch_and_git_am(pristine, fork_gate):
+    result, report = fork_gate(str(pristine))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    assert report["verdict"] == "red"
+    found = _defects(report)
+    assert {name: d["patch"] for name, d in found.items()} == PATCHABLE
+    assert report["other_failures"] == [], "tests failed that are not a known defect"
+    seed = found["seed-leak"]
+    assert seed["patch"] == P0001 and seed["patch_state"] == "applies"
+    command = f"git -C {pristine} am {PATCHES_DIR / P0001}"
+    assert seed["command"] == command
+    assert "defect seed-leak present" in result.stderr and command in result.stderr
+    assert "reproduce:" in seed["example"]["message"] or "Failing test case" in seed["example"]["message"]
+    markdown = (fork_gate.output / "report.md").read_text()
+    assert markdown.startswith("# optax fork gate: RED") and command in markdown
+    assert 'name="defect" value="seed-leak"' in (fork_gate.output / "junit.xml").read_text()
+
+
+def test_fork_with_the_series_applied_by_git_am_is_green(pristine, fork_gate, tmp_path):
+    fork = forks.with_series(pristine, tmp_path / "series-applied")
+    result, report = fork_gate(str(fork))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert report["verdict"] == "green" and report["defects"] == [] and report["other_failures"] == []
+    assert report["suite"]["failures"] == 0 and report["suite"]["errors"] == 0 and report["suite"]["tests"] > 0
+    assert "fork gate GREEN" in result.stdout
+
+
+def test_apply_makes_the_pristine_fork_green_in_a_scratch_copy(pristine, fork_gate):
+    head = forks.git(pristine, "rev-parse", "HEAD")
+    result, report = fork_gate(str(pristine), "--apply")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert report["verdict"] == "green"
+    assert [(a["patch"], a["how"], a["ok"]) for a in report["applied"]] == [
+        (P0001, "git am", True),
+        (P0002, "git am", True),
+    ]
+    assert forks.git(pristine, "rev-parse", "HEAD") == head, "--apply changed the fork itself"
+    assert forks.git(pristine, "status", "--porcelain") == ""
+
+
+def test_apply_on_a_conflicting_fork_stays_red_for_the_patch_that_conflicts(pristine, fork_gate, tmp_path):
+    fork = forks.with_conflicting_edit(pristine, tmp_path / "conflicting-edit")
+    result, report = fork_gate(str(fork), "--apply")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    applied = {a["patch"]: (a["how"], a["ok"]) for a in report["applied"]}
+    assert applied == {P0001: ("git am -3", False), P0002: ("git am", True)}
+    assert set(_defects(report)) == {"seed-leak"}
+    seed = _defects(report)["seed-leak"]
+    assert seed["patch_state"] == "conflicts"
+    assert seed["command"] == f"git -C {fork} am -3 {PATCHES_DIR / P0001}"
+    assert "optax/_src/transform.py, hunk at line 1698" in seed["advice"]
+
+
+def test_newest_release_fork_is_judged_with_its_own_pins_and_lacks_only_0002(sdist_dir, fork_gate, tmp_path):
+    fork = forks.pristine(sdist_dir, "0.2.8", tmp_path / "pristine-0.2.8")
+    result, report = fork_gate(str(fork))
+    assert report["fork"]["constraints"] == "constraints/optax-0.2.8.txt", "no pins made for optax 0.2.8"
+    # 0.2.8 ships upstream's fix for the seed leak, and not the reverse-NaN fix.
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    assert set(_defects(report)) == {"reverse-nan"}
+    assert report["other_failures"] == [], "tests failed that are not a known defect"
+    reverse = _defects(report)["reverse-nan"]
+    assert reverse["command"] == f"git -C {fork} am {PATCHES_DIR / '0.2.8' / P0002}"
