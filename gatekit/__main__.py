@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gatekit import PATCHES_DIR, GateError, sdist, series, tree
+from gatekit import PATCHES_DIR, GateError, fork, sdist, series, tree
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
@@ -128,13 +128,16 @@ def main(argv=None) -> int:
     download.add_argument("releases", nargs="+", metavar="RELEASE")
     download.set_defaults(run=fetch)
 
+    fork.add_command(commands)
+
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        # A command may return an exit code: the fork gate returns 1 for a red verdict.
+        code = args.run(args)
     except GateError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
