@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gatekit import PATCHES_DIR, GateError, fork, sdist, series, tree
+from gatekit import PATCHES_DIR, GateError, fork, matrix, sdist, series, tree, upstream
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
@@ -42,7 +42,7 @@ def _pytest(tests: list[str], tree_dir: Path, extra: list[str]) -> int:
 def install_patched(args) -> None:
     patched = tree.prepare(args.release, args.series, args.sdist_dir)
     tree.install(patched)
-    tree.verify(patched, tree.touched_files(args.series))
+    tree.verify(patched, tree.touched_files(args.series, patched))
     print(f"installed and verified: optax {args.release} + {_patch_numbers(args.series)}")
 
 
@@ -84,7 +84,7 @@ def status(args) -> None:
 
 def verify(args) -> None:
     patched = tree.prepare(args.release, args.series, args.sdist_dir, report=lambda _: None)
-    tree.verify(patched, tree.touched_files(args.series))
+    tree.verify(patched, tree.touched_files(args.series, patched))
     print(f"verified: the optax imported here is optax {args.release} + {_patch_numbers(args.series)}")
 
 
@@ -129,6 +129,8 @@ def main(argv=None) -> int:
     download.set_defaults(run=fetch)
 
     fork.add_command(commands)
+    upstream.add_command(commands)
+    matrix.add_command(commands)
 
     args = parser.parse_args(argv)
     try:
