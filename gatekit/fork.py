@@ -429,11 +429,11 @@ def _advice(patch: Path, status: series.Status | None, checkout: Checkout) -> tu
             f"it conflicts ({status.detail}): apply it with a three-way merge and resolve the conflict",
             git_am_command(checkout, [patch], three_way=True),
         )
-    # The fork carries the fix, yet shows the defect: one of its own changes undoes
-    # it, and there is nothing for `git am` to apply.
+    # The tested tree carries the fix, yet shows the defect: a change of the fork, or
+    # another patch that is missing, undoes it; there is nothing for `git am` to apply.
     return (
-        f"the fork already carries it ({STATE_LABELS[status.state]}) yet shows the defect: "
-        f"compare its scale_by_lbfgs with {patch}",
+        f"the tested tree carries it ({STATE_LABELS[status.state]}) yet shows the defect: another missing "
+        f"patch or a change of the fork undoes it; compare its scale_by_lbfgs with {patch}",
         "",
     )
 
@@ -619,6 +619,9 @@ def run(
             patch_state = f"fork {fork.label} + {numbers} (git am)"
             for a in applied:
                 print(f"{a.patch}: {a.how}: " + ("applied" if a.ok else f"NOT applied ({a.detail})"), flush=True)
+            # Defects are judged against the tree that ran: a patch applied here is no
+            # longer one to advise applying.
+            statuses, paths = patch_statuses(fork.tree, version, series_file)
         python = build_environment(
             scratch / "env",
             fork.tree,

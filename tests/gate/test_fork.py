@@ -319,7 +319,7 @@ def test_defect_in_a_fork_that_carries_its_patch_is_named_with_nothing_to_apply(
     statuses, paths = _table(simulated["series"])
     _, _, (finding,), _ = fork.judge(_checkout(simulated["series"]), statuses, paths, code, junit)
     assert finding.patch_state == "applied" and finding.command == ""
-    assert "already carries it" in finding.advice
+    assert "the tested tree carries it (already applied)" in finding.advice
 
 
 def test_suite_without_failures_is_green(simulated, tmp_path):
