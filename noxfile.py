@@ -7,6 +7,9 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# A release is in the matrix when it has an sdist hash and constraints/optax-<release>.txt.
+from gatekit.matrix import releases as matrix_releases  # noqa: E402
+
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "gate_selftest", "unpatched", "patched"]
 
@@ -77,3 +80,24 @@ def fork_e2e(session):
     session.install("pytest", "-c", CONSTRAINTS)
     session.run("python", "-m", "gatekit", "fetch", *GATE_TEST_RELEASES)
     session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})
+
+
+NEWEST_RELEASE = "0.2.8"
+
+
+@nox.session
+def upstream(session):
+    """optax 0.2.8, the newest release, with the series: patch table (upstream ones skipped), optax's tests, suite."""
+    _install_suite(session, f"constraints/optax-{NEWEST_RELEASE}.txt")
+    session.run("python", "-m", "gatekit", "upstream", "--release", NEWEST_RELEASE,
+                "--status-json", "build/upstream/status.json", "--", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("release", matrix_releases())
+def matrix(session, release):
+    """Defect detectors on each release as published (-- --patched: with the series); table in build/matrix/."""
+    if session.posargs not in ([], ["--patched"]):
+        session.error("Usage: nox -s matrix [-- --patched]")
+    _install_suite(session, f"constraints/optax-{release}.txt")
+    session.run("python", "-m", "gatekit", "matrix", "--release", release, *session.posargs)
