@@ -196,7 +196,9 @@ def _cell(cell: dict | None) -> str:
 def _series_cell(result: dict) -> str:
     if result.get("series") == "does not apply":
         reason = re.sub(r"\s+", " ", result.get("reason", ""))
-        return f"does not apply: {reason[:160]}".replace("|", "\\|")
+        # "NNNN-name.patch cannot be applied to optax R (state: detail): advice" -> "NNNN state: detail"
+        found = re.match(r"(\d+)-\S+ cannot be applied to optax \S+ \((.*?)\): ", reason)
+        return ("does not apply: " + (" ".join(found.groups()) if found else reason[:120])).replace("|", "\\|")
     parts = []
     for status in result.get("series", []):
         number = status["patch"].split("-", 1)[0]
@@ -207,14 +209,20 @@ def _series_cell(result: dict) -> str:
     return ", ".join(parts)
 
 
+def _names() -> list[str]:
+    """Defects the series fixes first, then limits (no patch fixes them)."""
+    return sorted(defects.DEFECTS, key=lambda name: defects.DEFECTS[name].patch is None)
+
+
 def write_tables(mode: str) -> str:
     """Rebuilds build/matrix/matrix[-patched].{md,json} from the per-release results."""
-    names = list(defects.DEFECTS)
+    names = _names()
     results = {}
     for release in releases():
         path = matrix_dir() / mode / f"{release}.json"
         results[release] = json.loads(path.read_text()) if path.is_file() else None
-    header = ["optax", "jax", *(["series"] if mode == "patched" else []), *names]
+    header = ["optax", "jax", *(["series"] if mode == "patched" else []),
+              *(name if defects.DEFECTS[name].patch else f"{name} (limit)" for name in names)]
     title = ("Defects of each optax release as published" if mode == "unpatched"
              else "Defects left with patches/series applied")
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -234,7 +242,9 @@ def write_tables(mode: str) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Detectors: the tests of tests/lbfgs marked `@pytest.mark.defect(NAME)`, run plainly. "
               "present: a detector failed with AssertionError; absent: all passed; error: a detector crashed "
-              "for another reason, so the release was not measured.",
+              "for another reason, so the release was not measured; not run: the release's last run "
+              "predates the detector. A limit is a defect no patch fixes: "
+              "the series is not expected to remove it.",
               f"Regenerate: `nox -s matrix{' -- --patched' if mode == 'patched' else ''}`."]
     stem = "matrix" if mode == "unpatched" else "matrix-patched"
     markdown = "\n".join(lines) + "\n"
@@ -252,8 +262,9 @@ def verdict(mode: str, release: str) -> list[str]:
     result = json.loads(path.read_text()) if path.is_file() else {"defects": {}}
     if result.get("series") == "does not apply":
         return []  # not a release the series supports: the table says so
+    # Limits stay with the series applied (no patch fixes them): only the series' defects count.
     return [f"{release}: {name} {cell['state']}" for name, cell in result["defects"].items()
-            if cell["state"] != "absent"]
+            if cell["state"] != "absent" and defects.DEFECTS.get(name) and defects.DEFECTS[name].patch]
 
 
 def add_command(commands) -> None:
