@@ -8,35 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from gatekit import PATCHES_DIR, GateError, fork, matrix, sdist, series, tree, upstream
-
-# optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
-UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
-
-
-def _pytest(tests: list[str], tree_dir: Path, extra: list[str]) -> int:
-    """Runs optax test files from `tree_dir` against the optax installed here.
-
-    The files are copied out of the tree first: run in place, pytest would import
-    them as part of the tree's `optax` package, and so test the tree, not the install.
-    """
-    with tempfile.TemporaryDirectory(prefix="optax-tests-") as scratch:
-        (Path(scratch) / "pytest.ini").write_text("[pytest]\n")
-        targets = []
-        for test in tests:
-            relative, _, node = test.partition("::")
-            copy = Path(scratch) / Path(relative).name
-            shutil.copyfile(tree_dir / relative, copy)
-            targets.append(f"{copy.name}::{node}" if node else copy.name)
-        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *targets]
-        print("+", " ".join(command), f"(in a copy of {', '.join(tests)})", flush=True)
-        return subprocess.run(command, check=False, cwd=scratch).returncode
+from gatekit import PATCHES_DIR, GateError, fork, matrix, sdist, series, sessions, tree, upstream
+from gatekit import optax_tests as optax_tests_module
 
 
 def install_patched(args) -> None:
@@ -51,25 +27,12 @@ def _patch_numbers(series_file: Path) -> str:
 
 
 def optax_tests(args) -> None:
-    """Runs the tests the series adds to optax (and optax's own) on the installed optax."""
-    patched = tree.prepare(args.release, args.series, args.sdist_dir)
-    added = tree.optax_test_modules(patched, args.series)
-    if args.expect == "pass":
-        paths = [str(m.relative_to(patched)) for m in added]
-        if args.upstream:
-            paths += list(UPSTREAM_TESTS)
-        if _pytest(paths, patched, args.pytest_args) != 0:
-            raise GateError("optax's tests failed on the installed optax: see the pytest report above")
-        return
-    # On the release as published, each test module the series adds must catch its defect.
-    for module in added:
-        code = _pytest([str(module.relative_to(patched))], patched, args.pytest_args)
-        if code != 1:
-            raise GateError(
-                f"{module.name} was expected to fail on optax {args.release} as released "
-                f"(pytest exit {code}, not 1): the test no longer detects its defect"
-            )
-        print(f"{module.name}: fails on the release as published, as it must")
+    optax_tests_module.run(args.release, args.series, args.expect, args.upstream, args.pytest_args, args.sdist_dir)
+
+
+def session(args) -> None:
+    run = getattr(sessions, args.name.replace("-", "_"))
+    run(args.release, args.series, args.pytest_args, sdist_dir=args.sdist_dir)
 
 
 def status(args) -> None:
@@ -113,6 +76,12 @@ def main(argv=None) -> int:
     tests.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     tests.set_defaults(run=optax_tests)
 
+    in_session = commands.add_parser("session", help="what a gate session does inside its environment")
+    in_session.add_argument("name", choices=("unpatched", "patched"))
+    release_options(in_session)
+    in_session.add_argument("pytest_args", nargs="*", help="extra pytest arguments for the suite (after --)")
+    in_session.set_defaults(run=session)
+
     check = commands.add_parser("status", help="where each patch stands against a source tree")
     check.add_argument("--tree", required=True)
     check.add_argument("--release", help="the tree's optax release, for patches already upstream")
@@ -132,7 +101,16 @@ def main(argv=None) -> int:
     upstream.add_command(commands)
     matrix.add_command(commands)
 
+    # Everything after "--" is passed through to pytest untouched.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if "--" in argv:
+        argv, passthrough = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
+    if passthrough and not hasattr(args, "pytest_args"):
+        parser.error(f"{args.command} takes no pytest arguments")
+    if hasattr(args, "pytest_args"):
+        args.pytest_args = [*args.pytest_args, *passthrough]
     try:
         # A command may return an exit code: the fork gate returns 1 for a red verdict.
         code = args.run(args)
