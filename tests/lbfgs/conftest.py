@@ -17,7 +17,11 @@ from hypothesis import HealthCheck, settings
 jax.config.update("jax_enable_x64", True)
 
 # Compilation dominates the first example of each configuration: no deadline.
-_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_common = dict(
+    deadline=None,
+    # The function-scoped fixtures (dtype, x64) are per test, the same for every example.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 settings.register_profile("dev", max_examples=30, **_common)
 settings.register_profile("ci", max_examples=200, derandomize=True, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=2000, **_common)

@@ -16,25 +16,37 @@ def _literal(array) -> str:
 
 
 def problem_report(what: str, *, A, b, x0, solver: str, derivative: str, dtype, objective="quadratic",
-                   got=None, **static) -> str:
-    """A failure message: what failed, where, and lines that reproduce it outside the suite."""
+                   got=None, argnums=1, tangents=None, **static) -> str:
+    """A failure message: what failed, where, and lines that reproduce it outside the suite.
+
+    argnums: which of (A, b, x0) "jacfwd" and "grad" differentiate, an index or a tuple.
+    tangents: (dA, db, dx0) for derivative "jvp".
+    """
     dtype_name = np.dtype(dtype).name
     options = "".join(f", {key}={value!r}" for key, value in static.items())
     if objective != "quadratic":
         options += f", objective={objective!r}"
+    # lbfgs_solve also returns its step count and residual; derivatives are of the iterate.
+    iterate = "[0]" if solver == "lbfgs_solve" else ""
+    solve = f"lambda A, b, x0: solvers.{solver}(A, b, x0{options}){iterate}"
     call = {
         "value": f"solvers.{solver}(A, b, x0{options})",
-        "jacfwd": f"jax.jacfwd(lambda b: solvers.{solver}(A, b, x0{options}))(b)",
-        "grad": f"jax.grad(lambda b: solvers.{solver}(A, b, x0{options}).sum())(b)",
+        "jacfwd": f"jax.jacfwd({solve}, argnums={argnums!r})(A, b, x0)",
+        "grad": f"jax.grad(lambda *p: ({solve})(*p).sum(), argnums={argnums!r})(A, b, x0)",
+        "jvp": f"jax.jvp({solve}, (A, b, x0), (dA, db, dx0))",
     }.get(derivative, f"{derivative} of solvers.{solver}(A, b, x0{options})")
-    reproduction = textwrap.dedent(f"""\
-        import jax, jax.numpy as jnp
-        jax.config.update("jax_enable_x64", {dtype_name == "float64"})
-        from tests.lbfgs import solvers  # run from the project root
-        A = jnp.array({_literal(A)}, dtype=jnp.{dtype_name})
-        b = jnp.array({_literal(b)}, dtype=jnp.{dtype_name})
-        x0 = jnp.array({_literal(x0)}, dtype=jnp.{dtype_name})
-        print({call})""")
+    arrays = {"A": A, "b": b, "x0": x0}
+    if tangents is not None:
+        arrays.update(zip(("dA", "db", "dx0"), tangents, strict=True))
+    definitions = "\n".join(f"{name} = jnp.array({_literal(value)}, dtype=jnp.{dtype_name})"
+                            for name, value in arrays.items())
+    reproduction = "\n".join([
+        "import jax, jax.numpy as jnp",
+        f'jax.config.update("jax_enable_x64", {dtype_name == "float64"})',
+        "from tests.lbfgs import solvers  # run from the project root",
+        definitions,
+        f"print({call})",
+    ])
     lines = [
         what,
         f"optax {version('optax')}, jax {version('jax')}; patch state: {patch_state()}",
