@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gatekit.matrix import releases as matrix_releases  # noqa: E402
 
 nox.options.default_venv_backend = "uv|virtualenv"
-# upstream is a default (measured 3.5 min warm); the matrix (about 9 min per mode) is not.
+# upstream is a default (measured 3.5 min; 5.5 min with the 2 cores shared); the matrix is not (about 9 min a mode).
 nox.options.sessions = ["lint", "gate_selftest", "unpatched", "patched", "upstream"]
 
 BASE_RELEASE = "0.2.4"
