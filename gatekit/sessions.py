@@ -43,7 +43,7 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
     """The release with the series: installed, verified, optax's own tests and the suite green."""
     patched_tree = tree.prepare(release, series_file, sdist_dir)
     tree.install(patched_tree)
-    tree.verify(patched_tree, tree.touched_files(series_file))
+    tree.verify(patched_tree, tree.touched_files(series_file, patched_tree))
     numbers = ", ".join(series.read_patch(p).number for p in series.read_series(series_file))
     print(f"installed and verified: optax {release} + {numbers}", flush=True)
     optax_tests.run(release, series_file, "pass", upstream=True, pytest_args=["-n", "2", "-q"], sdist_dir=sdist_dir)
