@@ -40,7 +40,11 @@ DEFECTS = {
                None),
         Defect("solve-tangent-not-implicit",
                "forward derivatives of a converged optax.lbfgs() solve can differ from the "
-               "implicit-function answer by O(1) (cause not yet isolated; candidate for the series)",
+               "implicit-function answer by O(1). Two causes measured: the stopping rule sees only "
+               "the primal residual, so a solve converged inside an invariant subspace stops before "
+               "the tangent has; and derivatives flow through the L-BFGS memory (curvature pairs, "
+               "identity scale), a preconditioning heuristic: with stop_gradient on those, |AJ - I| "
+               "over 150 random float64 problems fell from 3.8e-3 to 1.1e-6 (candidate patch 0003)",
                None),
     )
 }
