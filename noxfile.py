@@ -41,7 +41,7 @@ def patched(session):
 @nox.session
 def gate_selftest(session):
     """Tests of the gate's own machinery: series, sdists, trees, errors (no jax)."""
-    session.install("pytest", "-c", CONSTRAINTS)
+    session.install("pytest", "pip", "-c", CONSTRAINTS)
     # The tests themselves stay offline: the sdists they build trees from are fetched here.
     session.run("python", "-m", "gatekit", "fetch", *GATE_TEST_RELEASES)
     session.run("pytest", "tests/gate", *session.posargs)
@@ -78,7 +78,7 @@ def fork_e2e(session):
     """The fork gate end to end on simulated forks: a jax environment and the whole suite per fork (slow)."""
     from gatekit.fork import find_uv
 
-    session.install("pytest", "-c", CONSTRAINTS)
+    session.install("pytest", "pip", "-c", CONSTRAINTS)
     session.run("python", "-m", "gatekit", "fetch", *GATE_TEST_RELEASES)
     session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})
 

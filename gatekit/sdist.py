@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -55,6 +56,8 @@ def fetch(release: str, sdist_dir: str | os.PathLike | None = None) -> Path:
     cached = WORK_DIR / "sdists" / name
     if cached.is_file() and _sha256(cached) == expected:
         return cached
+    if importlib.util.find_spec("pip") is None:
+        raise GateError(f"pip is not installed in {sys.prefix}: install pip there to download the optax sdists")
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
         requirement = Path(tmp) / "requirement.txt"
