@@ -26,25 +26,27 @@ DEFECTS = {
         ),
         Defect("reverse-nan", "jax.grad through scale_by_lbfgs is NaN: divisions inside jnp.where",
                "0002-lbfgs-safe-divisions-for-reverse-mode.patch"),
+        Defect("memory-leak",
+               "derivatives flow through the L-BFGS memory (curvature pairs, 1/(y.s), identity scale): "
+               "unrolls past convergence overflow, converged solves miss the implicit derivative",
+               "0003-lbfgs-stop-gradient-through-memory.patch"),
+        Defect("stepsize-leak",
+               "derivatives flow through the stepsize the zoom linesearch picks: NaN in unrolls past "
+               "convergence, converged solves miss the implicit derivative",
+               "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"),
         # Limits found by the property suite (tests/lbfgs/test_properties.py): no patch fixes them.
-        Defect("past-convergence-curvature-overflow",
-               "fixed unrolls running past convergence: step lengths shrink by ~eps a step until "
-               "the tangent of rho = 1/(y.s) overflows (float64 after ~5 steps past, float32 after 2)",
-               None),
         Defect("fixed-step-divergence-at-optimum",
-               "scale_by_lbfgs with a fixed step started at the optimum forms no curvature pair: "
-               "the tangent follows gradient descent and diverges when step * lambda_max > 2",
+               "an unroll started exactly at the optimum forms no curvature pair: its tangent follows "
+               "gradient descent with the step taken (a fixed step, or the linesearch's on a zero "
+               "direction) and diverges when step * lambda_max > 2",
                None),
         Defect("no-step-at-optimum",
                "a solve stopped on |g| <= tol |g0| takes no step when g0 = 0: d x/d b = 0, not A^-1",
                None),
-        Defect("solve-tangent-not-implicit",
-               "forward derivatives of a converged optax.lbfgs() solve can differ from the "
-               "implicit-function answer by O(1). Two causes measured: the stopping rule sees only "
-               "the primal residual, so a solve converged inside an invariant subspace stops before "
-               "the tangent has; and derivatives flow through the L-BFGS memory (curvature pairs, "
-               "identity scale), a preconditioning heuristic: with stop_gradient on those, |AJ - I| "
-               "over 150 random float64 problems fell from 3.8e-3 to 1.1e-6 (candidate patch 0003)",
+        Defect("stopping-rule-ignores-tangent",
+               "a solve stopped on |g| <= tol |g0| sees the primal residual only: when the gradient stays "
+               "in an invariant subspace (repeated eigenvalues, a symmetric problem) it converges in fewer "
+               "steps than the tangent needs, and its derivative is O(1) off the implicit one",
                None),
     )
 }

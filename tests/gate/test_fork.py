@@ -19,6 +19,13 @@ from tests.gate import forks
 
 P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
 P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
+P0003 = "0003-lbfgs-stop-gradient-through-memory.patch"
+P0004 = "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"
+SERIES = (P0001, P0002, P0003, P0004)
+
+
+def _all(state):
+    return {patch: (state, "") for patch in SERIES}
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +70,11 @@ def _states(report):
 def test_pristine_fork_lacks_every_patch_and_each_applies_cleanly(simulated, fork_gate):
     result, report = fork_gate(str(simulated["pristine"]), "--table-only")
     assert result.returncode == 0, result.stderr
-    assert _states(report) == {P0001: ("applies", ""), P0002: ("applies", "")}
+    assert _states(report) == _all("applies")
     assert report["fork"]["optax_version"] == "0.2.4"
     assert report["fork"]["constraints"] == "constraints/optax-0.2.4.txt" and report["fork"]["constraints_exact"]
     assert report["verdict"] == "not run"
-    for patch in (P0001, P0002):
+    for patch in SERIES:
         assert any(line.startswith(patch) and "applies" in line for line in result.stdout.splitlines()), result.stdout
     markdown = (fork_gate.output / "report.md").read_text()
     assert f"| `{P0001}` | applies cleanly |" in markdown
@@ -81,14 +88,14 @@ def test_advised_git_am_command_applies_the_missing_patches_to_the_fork(simulate
     assert command[:3] == ["git", "-C", str(own_checkout)] and command[3] == "am", report["apply_all"]
     subprocess.run(command, env=forks.GIT_ENV, check=True, capture_output=True)
     _, after = fork_gate(str(own_checkout), "--table-only")
-    assert _states(after) == {P0001: ("applied", ""), P0002: ("applied", "")}
+    assert _states(after) == _all("applied")
     assert after["apply_all"] == ""
 
 
 def test_fork_with_the_series_applied_by_git_am_has_every_patch_already(simulated, fork_gate):
     result, report = fork_gate(str(simulated["series"]), "--table-only")
     assert result.returncode == 0, result.stderr
-    assert _states(report) == {P0001: ("applied", ""), P0002: ("applied", "")}
+    assert _states(report) == _all("applied")
     assert report["apply_all"] == ""
 
 
@@ -97,7 +104,7 @@ def test_local_edit_inside_scale_by_lbfgs_makes_0001_conflict_naming_file_and_hu
     assert result.returncode == 0, result.stderr
     states = _states(report)
     assert states[P0001] == ("conflicts", "optax/_src/transform.py, hunk at line 1698")
-    assert states[P0002] == ("applies", "")
+    assert states[P0002] == states[P0003] == states[P0004] == ("applies", "")
     assert "| conflicts | optax/_src/transform.py, hunk at line 1698 |" in (fork_gate.output / "report.md").read_text()
 
 
@@ -108,15 +115,18 @@ def test_newest_release_has_0001_upstream_and_takes_the_0002_variant_made_for_it
     states = _states(report)
     assert states[P0001] == ("upstream", "fixed upstream in 0.2.5")
     assert states[P0002] == ("applies", f"variant 0.2.8/{P0002}")
-    # The advice names the variant, the file that actually applies to this fork.
-    assert report["apply_all"] == f"git -C {simulated['newest']} am {PATCHES_DIR / '0.2.8' / P0002}"
+    assert states[P0003] == ("applies", "")
+    assert states[P0004] == ("applies", f"variant 0.2.8/{P0004}")
+    # The advice names the variants, the files that actually apply to this fork.
+    assert report["apply_all"] == (f"git -C {simulated['newest']} am {PATCHES_DIR / '0.2.8' / P0002} "
+                                   f"{PATCHES_DIR / P0003} {PATCHES_DIR / '0.2.8' / P0004}")
 
 
 def test_ref_selects_the_commit_to_gate(simulated, fork_gate):
-    # Two commits back from the series-applied fork is the release as published.
-    _, report = fork_gate(str(simulated["series"]), "--table-only", "--ref", "HEAD~2")
-    assert _states(report) == {P0001: ("applies", ""), P0002: ("applies", "")}
-    assert report["fork"]["ref"] == "HEAD~2"
+    # Four commits back from the series-applied fork is the release as published.
+    _, report = fork_gate(str(simulated["series"]), "--table-only", "--ref", "HEAD~4")
+    assert _states(report) == _all("applies")
+    assert report["fork"]["ref"] == "HEAD~4"
     assert report["fork"]["commit"] == forks.git(simulated["pristine"], "rev-parse", "HEAD")
 
 
@@ -133,7 +143,7 @@ def test_branch_of_the_source_is_a_ref(simulated, fork_gate, tmp_path):
 def test_file_url_is_gated_offline(simulated, fork_gate):
     result, report = fork_gate(simulated["series"].as_uri(), "--table-only")
     assert result.returncode == 0, result.stderr
-    assert _states(report) == {P0001: ("applied", ""), P0002: ("applied", "")}
+    assert _states(report) == _all("applied")
 
 
 def test_uncommitted_changes_are_named_and_not_gated(simulated, fork_gate, tmp_path):
@@ -403,4 +413,4 @@ def test_reusable_workflow_calls_nothing_but_the_fork_session():
 
 def test_series_patch_names_are_the_ones_these_tests_use():
     # Guards the constants above: a renamed patch must fail here, not pass vacuously elsewhere.
-    assert [p.name for p in series.read_series()] == [P0001, P0002]
+    assert [p.name for p in series.read_series()] == list(SERIES)

@@ -14,6 +14,8 @@ from tests.gate import forks
 
 P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
 P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
+P0003 = "0003-lbfgs-stop-gradient-through-memory.patch"
+P0004 = "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"
 # Every defect the series fixes is in optax 0.2.4 as published (the series is made for it).
 PATCHABLE = {d.name: d.patch for d in defects.DEFECTS.values() if d.patch is not None}
 
@@ -76,6 +78,8 @@ def test_apply_makes_the_pristine_fork_green_in_a_scratch_copy(pristine, fork_ga
     assert [(a["patch"], a["how"], a["ok"]) for a in report["applied"]] == [
         (P0001, "git am", True),
         (P0002, "git am", True),
+        (P0003, "git am", True),
+        (P0004, "git am", True),
     ]
     assert forks.git(pristine, "rev-parse", "HEAD") == head, "--apply changed the fork itself"
     assert forks.git(pristine, "status", "--porcelain") == ""
@@ -86,7 +90,8 @@ def test_apply_on_a_conflicting_fork_stays_red_for_the_patch_that_conflicts(pris
     result, report = fork_gate(str(fork), "--apply")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr
     applied = {a["patch"]: (a["how"], a["ok"]) for a in report["applied"]}
-    assert applied == {P0001: ("git am -3", False), P0002: ("git am", True)}
+    assert applied == {P0001: ("git am -3", False), P0002: ("git am", True), P0003: ("git am", True),
+                       P0004: ("git am", True)}
     found = _defects(report)
     seed = found.pop("seed-leak")
     assert seed["patch_state"] == "conflicts"
@@ -96,13 +101,13 @@ def test_apply_on_a_conflicting_fork_stays_red_for_the_patch_that_conflicts(pris
     assert all(d["patch_state"] == "applied" and d["command"] == "" for d in found.values()), found
 
 
-def test_newest_release_fork_is_judged_with_its_own_pins_and_lacks_only_0002(sdist_dir, fork_gate, tmp_path):
+def test_newest_release_fork_is_judged_with_its_own_pins_and_lacks_0002_to_0004(sdist_dir, fork_gate, tmp_path):
     fork = forks.pristine(sdist_dir, "0.2.8", tmp_path / "pristine-0.2.8")
     result, report = fork_gate(str(fork))
     assert report["fork"]["constraints"] == "constraints/optax-0.2.8.txt", "no pins made for optax 0.2.8"
-    # 0.2.8 ships upstream's fix for the seed leak, and not the reverse-NaN fix.
+    # 0.2.8 ships upstream's fix for the seed leak, and none of the others.
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr
-    assert set(_defects(report)) == {"reverse-nan"}
+    assert set(_defects(report)) == {"reverse-nan", "memory-leak", "stepsize-leak"}
     assert report["other_failures"] == [], "tests failed that are not a known defect"
     reverse = _defects(report)["reverse-nan"]
     assert reverse["command"] == f"git -C {fork} am {PATCHES_DIR / '0.2.8' / P0002}"

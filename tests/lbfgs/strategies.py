@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 # 2 is the smallest with non-trivial curvature pairs, 5 lets L-BFGS run several
 # steps before it terminates on a quadratic.
 DIMENSIONS = (2, 5)
+# dense=True spectra: exponents k / EIGEN_GRID of the condition number, k distinct.
+EIGEN_GRID = 16
 
 # Starting points, in the order hypothesis shrinks them. "generic" comes first so
 # that reaching a special start is the search's doing, not the first draw's.
@@ -99,12 +101,20 @@ def spd_matrices(draw, n: int, dtype, domain: Domain, dense: bool = False) -> np
 
     Eigenvalue i copies eigenvalue source_i <= i, so repeated eigenvalues (down to
     A = cI, where L-BFGS converges in one step) are drawn as often as distinct ones.
+    dense=True: a dense rotation Q and n distinct eigenvalues (see quadratic_problems).
     """
     # QR yields an orthogonal Q for any input, singular ones included.
     rows = [draw(dense_coefficients(n) if dense else _unit_floats(n)) for _ in range(n)]
     Q, _ = np.linalg.qr(np.array(rows, np.float64))
-    exponents = draw(st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n))
-    sources = [draw(st.integers(0, i)) for i in range(n)]
+    if dense:
+        # Distinct eigenvalues, on a grid of 1/EIGEN_GRID decades of the condition
+        # number: neighbours differ by a factor max_condition ** (1 / EIGEN_GRID) at least.
+        exponents = [k / EIGEN_GRID for k in draw(
+            st.lists(st.integers(0, EIGEN_GRID), min_size=n, max_size=n, unique=True))]
+        sources = list(range(n))
+    else:
+        exponents = draw(st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n))
+        sources = [draw(st.integers(0, i)) for i in range(n)]
     eigenvalues = draw(log_uniform(domain.eigen_decades)) * np.array(
         [domain.max_condition ** exponents[s] for s in sources]
     )
@@ -122,11 +132,13 @@ def quadratic_problems(draw, dtype, domain: Domain, starts=STARTS, dimensions=DI
     independently) keeps |x0 - x*| / |x*| inside the domain: independent b and x0
     can cancel to a start within rounding of the optimum, a different regime.
 
-    dense=True: x*, x0 - x* (and x0 when b = 0) have a component of at least 1/8 of their
-    size along every eigenvector of A, and Q is a dense rotation. A solve then has to
-    explore every eigenspace before it stops, which the implicit-function properties need:
-    a gradient inside an invariant subspace converges in as few steps as that subspace
-    has distinct eigenvalues, long before the tangents in the other directions have.
+    dense=True: A has n distinct eigenvalues, x*, x0 - x* (and x0 when b = 0) have a
+    component of at least 1/8 of their size along every eigenvector of A, and Q is a dense
+    rotation. The first gradient's Krylov space is then the whole space, so a solve has to
+    explore every direction before it stops, which the implicit-function properties need:
+    a gradient inside an invariant subspace (or an eigenspace of a repeated eigenvalue)
+    converges in as few steps as that subspace has distinct eigenvalues, long before the
+    tangents in the other directions have.
     """
     dtype = np.dtype(dtype).type
     n = draw(st.sampled_from(dimensions))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import Phase, event, example, given, note, settings, target
 
+from tests.lbfgs import examples as pinned
 from tests.lbfgs import solvers
 from tests.lbfgs import strategies as problems
 from tests.lbfgs.report import problem_report
@@ -33,14 +34,15 @@ SOLVE = {
     np.float64: dict(max_steps=100, rel_tol=1e-10),
     np.float32: dict(max_steps=30, rel_tol=1e-3),
 }
+# The implicit-derivative properties differentiate a solve that takes one more step after
+# it stops: the tangent lags the iterate by one (solvers.lbfgs_solve). Without it, a solve
+# that lands on the solution stops a step before its tangent (limit stopping-rule-ignores-tangent).
+IMPLICIT_SOLVE = dict(SOLVE[np.float64], extra_steps=1)
 # Fixed unrolls run on after convergence, where each step shrinks the step length by
 # about the dtype's epsilon: these counts stay inside the finite region (measured).
 UNROLL = {np.float64: dict(num_steps=4), np.float32: dict(num_steps=2)}
 REVERSE = {np.float64: dict(num_steps=20), np.float32: dict(num_steps=20)}
 ALL_ARGUMENTS = (0, 1, 2)
-# For properties registered as limits: a strict expected failure needs a counterexample,
-# not a minimal one, and shrinking one costs ~20 s of the session's budget.
-NO_SHRINK = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
 
 
 def _call(solver, transform, problem, argnum=1, **static):
@@ -149,6 +151,81 @@ def test_unroll_derivatives_are_finite_float32(problem, dtype):
     _check_unroll_derivatives_finite(problem)
 
 
+# Unrolls that run on long after convergence, where the curvature pairs and the
+# linesearch's interpolations work on rounding noise. float64: no non-finite Jacobian in
+# 400 examples per length up to 60 steps (a search steered toward tiny first gradients);
+# float32: none at 12 steps, while at 30 some iterates land where the float32 gradient is
+# exactly zero, and the tangent diverges from there (limit fixed-step-divergence-at-optimum).
+PAST_CONVERGENCE = {np.float64: dict(num_steps=30), np.float32: dict(num_steps=12)}
+
+
+def _check_past_convergence_derivatives_finite(problem):
+    static = PAST_CONVERGENCE[problem.dtype.type]
+    _describe(problem)
+    _target_small_initial_gradient(problem)
+    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, **static)
+    _assert_finite(jacobians, "Jacobian of the unroll past convergence", problem, "lbfgs_fixed_steps",
+                   "jacfwd", **static)
+
+
+# The unrolls of the two examples below, found by hypothesis when they overflowed at 6 and
+# 2 steps (float64, float32) with 0001 and 0002 applied: the tangent of 1/(y.s) overflows
+# as the steps shrink to rounding noise.
+PAST_CONVERGENCE_FLOAT64 = problems.Problem(
+    np.array([[1.0, 2.11898069e-16], [2.11898069e-16, 1.0]]), np.zeros(2), np.array([1e-15, 1.5625e-17]),
+    problems.B_ZERO)
+PAST_CONVERGENCE_FLOAT32 = problems.Problem(
+    np.array([[1.0, 0.0, 0.0, -1.3401578e-16, -1.3401578e-16],
+              [0.0, 1.0, 0.0, 0.0, 0.0],
+              [0.0, 0.0, 1.0, 0.0, 0.0],
+              [-1.3401578e-16, 0.0, 0.0, 1.0, -1.1102230e-16],
+              [-1.3401578e-16, 0.0, 0.0, -1.1102230e-16, 1.0]], np.float32),
+    np.eye(5, dtype=np.float32)[0], np.eye(5, dtype=np.float32)[0], problems.GENERIC)
+
+
+# float64 has range enough that the stepsize's tangent stays finite over 30 steps here:
+# only the memory's overflows (measured with 0001 to 0003 applied).
+@pytest.mark.defect("memory-leak")
+@float64
+@example(problem=PAST_CONVERGENCE_FLOAT64)
+@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM))
+def test_unroll_past_convergence_derivatives_are_finite_float64(problem, dtype):
+    """jacfwd of 30 optax.lbfgs() steps w.r.t. A, b and x0 is finite, long after convergence.
+
+    Domain: the float64 domain, starts with a nonzero first gradient (a zero one is the seed
+    leak's, whose detectors are the 4-step unroll properties above).
+    """
+    _check_past_convergence_derivatives_finite(problem)
+
+
+@pytest.mark.defect("memory-leak")
+@pytest.mark.defect("stepsize-leak")
+@float32
+@example(problem=PAST_CONVERGENCE_FLOAT32)
+@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=problems.AWAY_FROM_OPTIMUM))
+def test_unroll_past_convergence_derivatives_are_finite_float32(problem, dtype):
+    """jacfwd of 12 optax.lbfgs() steps w.r.t. A, b and x0 is finite, long after convergence.
+
+    Domain: the float32 domain, starts with a nonzero first gradient.
+    """
+    _check_past_convergence_derivatives_finite(problem)
+
+
+@pytest.mark.defect("memory-leak")
+@pytest.mark.parametrize("dtype, problem, num_steps", [
+    pytest.param(np.float64, PAST_CONVERGENCE_FLOAT64, 6, id="float64-6-steps"),
+    pytest.param(np.float32, PAST_CONVERGENCE_FLOAT32, 2, id="float32-2-steps"),
+])
+def test_unroll_past_convergence_curvature_tangent_is_finite(dtype, problem, num_steps):
+    """The memory leak alone: the shortest unrolls of the examples above that overflowed.
+
+    At these lengths the stepsize's tangent is still finite, so only 0003 fixes them.
+    """
+    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, num_steps=num_steps)
+    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd",
+                   num_steps=num_steps)
+
+
 def _check_reverse_gradient_finite(problem):
     static = REVERSE[problem.dtype.type]
     _describe(problem)
@@ -190,53 +267,66 @@ def _reached_tolerance(residual, steps, static):
 
 
 # Tolerance for |H J - I| (H the Hessian at the solution, J = d x*/d b from forward mode).
-# Forward mode through an iterative solver converges to the implicit derivative at the
-# primal's rate but lags it by a factor that grows with the step count (piggyback
-# differentiation), and the tangents are not part of the stopping test. Solves stop at
-# |g| <= 1e-10 |g0|; the worst |H J - I| measured over 20,000 examples (thorough
-# profile, both objectives, cond(A) <= 1e4) was IMPLICIT_MEASURED; 1e-5 leaves a
-# margin and is still 1e5 times smaller than the Jacobian's own entries are allowed to be wrong by
-# (|H J - I| ~ 1 means J is unrelated to H^-1, as for the unrolls past convergence).
-IMPLICIT_TOLERANCE = 1e-5
+# With the preconditioner and the stepsize held constant (0003, 0004), the tangent follows
+# the iterate one step behind; after the extra step (IMPLICIT_SOLVE) it is off the implicit
+# derivative by what the stopping rule leaves of the iterate's error, amplified by how
+# well the L-BFGS memory has learned H in the directions the tangent needs: measured, not
+# derived. tools/measure_implicit_tolerance.py draws these properties' problems with a
+# search steered toward the largest |H J - I| (hypothesis.target); 2000 examples each,
+# seed 7, on optax 0.2.4 + the series: quadratics at most 6.6e-5, log-sum-exp (its own
+# domain, below) at most 1.4e-4. 1e-3 is about ten times the worst. The defects sit far
+# above: with the memory and stepsize differentiated (0001 and 0002 only) 6.9 and 91, with
+# the stepsize alone (0001 to 0003) 1.7 and 0.25.
+IMPLICIT_TOLERANCE = 1e-3
+# The log-sum-exp term dominates a problem whose quadratic data are small: its gradient is
+# ~1/n along the ones vector, which (as log-sum-exp is shift-invariant) its Hessian maps to
+# zero, and a gradient there can stay in an invariant subspace (limit
+# stopping-rule-ignores-tangent). Eigenvalues >= 1 and |x*| >= 1 keep |b| >= 1 > 1/n.
+LOG_SUM_EXP_DOMAIN = problems.Domain(
+    max_condition=1e4, eigen_decades=(0.0, 2.0), data_decades=(0.0, 3.0), offset_decades=(-6.0, 6.0)
+)
 
 
-def _check_implicit_jacobian(problem, objective, hessian_at):
-    static = dict(SOLVE[np.float64], objective=objective)
+def _check_implicit_jacobian(problem, objective, tolerance):
+    static = dict(IMPLICIT_SOLVE, objective=objective)
     _describe(problem)
     x, steps, residual = _call("lbfgs_solve", "value", problem, **static)
-    _, jacobian, _ = _check_solve_derivatives_finite(problem, objective)
-    H = hessian_at(np.asarray(x))
+    jacobians = _call("lbfgs_solve", "jacfwd", problem, ALL_ARGUMENTS, **static)
+    _assert_finite(jacobians, "Jacobian of the while-loop solve", problem, "lbfgs_solve", "jacfwd", **static)
+    jacobian = jacobians[1]
+    H = HESSIANS[objective](problem.A)(np.asarray(x))
     error = float(np.linalg.norm(H @ np.asarray(jacobian) - np.eye(H.shape[0]), 2))
     note(f"steps {int(steps)}, relative residual {float(residual):.3g}, |H J - I| = {error:.3g}")
     if not _reached_tolerance(residual, steps, static):
         return
     target(error, label="|H J - I|")
-    assert error <= IMPLICIT_TOLERANCE, problem_report(
-        f"d x*/d b is not the inverse Hessian: |H J - I| = {error:.3g} > {IMPLICIT_TOLERANCE}",
+    assert error <= tolerance, problem_report(
+        f"d x*/d b is not the inverse Hessian: |H J - I| = {error:.3g} > {tolerance}",
         A=problem.A, b=problem.b, x0=problem.x0, solver="lbfgs_solve", derivative="jacfwd",
         dtype=problem.dtype, got=jacobian, **static)
 
 
-@pytest.mark.defect("solve-tangent-not-implicit")
-@NO_SHRINK
+@pytest.mark.defect("memory-leak")
+@pytest.mark.defect("stepsize-leak")
 @float64
-# A solve whose gradient stays in an invariant subspace converges in one step, before the
-# tangent along e5 has moved: |A J - I| = 1e4 with the relative residual exactly 0 (found by
-# hypothesis before the dense strategy; kept so the limit fails deterministically).
-@example(problem=problems.Problem(np.diag([1.0, 1.0, 1.0, 1.0, 1e4]), np.array([1.0, 0, 0, 0, 0]),
-                                  np.array([2.0, 0, 0, 0, 0]), problems.GENERIC))
+@example(problem=pinned.QUADRATIC_MEMORY_LEAK)
+@example(problem=pinned.QUADRATIC_STEPSIZE_LEAK)
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM,
-                                      dense=True))
+                                           dense=True))
 def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     """For a solve that reached its tolerance, d x*/d b = A^-1 (implicit-function theorem).
 
-    Domain: the float64 domain, starts with a nonzero first gradient. A start exactly at
-    the optimum takes no step, so its derivative is d x0/d b = 0 (limit no-step-at-optimum).
+    Domain: the float64 domain, dense problems (n distinct eigenvalues, every eigenvector
+    in play: see strategies.quadratic_problems), starts with a nonzero first gradient.
+    Outside: a gradient inside an invariant subspace converges before the tangent has
+    (limit stopping-rule-ignores-tangent); a start exactly at the optimum takes no step
+    (limit no-step-at-optimum).
     """
-    _check_implicit_jacobian(problem, "quadratic", lambda x: np.asarray(problem.A))
+    _check_implicit_jacobian(problem, "quadratic", IMPLICIT_TOLERANCE)
 
 
-def _log_sum_exp_hessian(A):
+def _softmax_hessian(A):
+    """Hessian of log-sum-exp(x) + 1/2 x'Ax at x, written in numpy, independently of jax."""
     def hessian_at(x):
         p = np.exp(x - x.max())
         p /= p.sum()
@@ -245,17 +335,22 @@ def _log_sum_exp_hessian(A):
     return hessian_at
 
 
-@pytest.mark.defect("solve-tangent-not-implicit")
-@NO_SHRINK
+HESSIANS = {"quadratic": lambda A: lambda x: np.asarray(A), "log-sum-exp": _softmax_hessian}
+
+
+@pytest.mark.defect("memory-leak")
+@pytest.mark.defect("stepsize-leak")
 @float64
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM,
-                                      dense=True))
+@example(problem=pinned.LOG_SUM_EXP_MEMORY_LEAK)
+@given(problem=problems.quadratic_problems(np.float64, LOG_SUM_EXP_DOMAIN, starts=problems.AWAY_FROM_OPTIMUM,
+                                           dense=True))
 def test_log_sum_exp_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     """Not a quadratic: f = logsumexp(x) + 1/2 x'Ax - b'x, d x*/d b = (A + diag(p) - pp')^-1 at x*.
 
-    Domain: the float64 domain (A, b, x0 drawn as for the quadratic; x* is not A^-1 b).
+    Domain: LOG_SUM_EXP_DOMAIN (cond(A) <= 1e4, eigenvalues in [1, 1e6], |x*| in [1, 1e3]),
+    dense problems, starts with a nonzero first gradient.
     """
-    _check_implicit_jacobian(problem, "log-sum-exp", _log_sum_exp_hessian(problem.A))
+    _check_implicit_jacobian(problem, "log-sum-exp", IMPLICIT_TOLERANCE)
 
 
 @float32
@@ -268,25 +363,34 @@ def test_log_sum_exp_solve_derivatives_are_finite_float32(problem, dtype):
 # Central differences of the solve with step FD_STEP along tangents scaled so that
 # |A^-1 dA| <= 1: x*(A + h dA, b + h db) = (A + h dA)^-1 (b + h db) has a central-difference
 # error of order h^2 |A^-1 dA|^2 relative, 1e-8 here; the solves' own errors enter as
-# |A^-1| |g| / h, bounded a posteriori from the residuals the solves report.
+# |A^-1| |g| / h, bounded a posteriori from the residuals the solves report. The jvp lags
+# the implicit derivative as the Jacobian does, more along tangents that move A and x0:
+# over 600 random examples (seed 11) |jvp - implicit| / |implicit| was at most 2.7e-6, and a
+# search steered toward the largest (1500 examples) reached 1.1e-3, on optax 0.2.4 + the
+# series; with 0001 to 0003 only, 1.4e3. FD_TOLERANCE is about ten times the worst.
 FD_STEP = 1e-4
-FD_TOLERANCE = 1e-5
+FD_TOLERANCE = 1e-2
+_ALONG_B = (np.zeros((2, 2)), np.array([1.0, 0.0]), np.zeros(2))
 
 
-@pytest.mark.defect("solve-tangent-not-implicit")
-@NO_SHRINK
+@pytest.mark.defect("memory-leak")
+@pytest.mark.defect("stepsize-leak")
 @float64
+@example(data=(pinned.QUADRATIC_MEMORY_LEAK, _ALONG_B))
+@example(data=(pinned.QUADRATIC_STEPSIZE_LEAK, _ALONG_B))
 @given(data=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM,
-                                      dense=True)
+                                        dense=True)
        .flatmap(lambda problem: problems.tangents(problem).map(lambda tangent: (problem, tangent))))
 def test_solve_jvp_matches_central_differences(data, dtype):
     """jax.jvp of the solve in a random direction (dA, db, dx0) agrees with central differences.
 
-    Domain: the float64 domain, starts with a nonzero first gradient, solves (at the point
-    and both perturbed points) that reached their tolerance.
+    Domain: the implicit property's (dense problems, starts with a nonzero first gradient),
+    solves (at the point and both perturbed points) that reached their tolerance; the jvp is
+    taken with the extra step (IMPLICIT_SOLVE). Outside: a solve that lands on the solution
+    to rounding before its memory has learned A (limit stopping-rule-ignores-tangent).
     """
     problem, tangent = data
-    static = SOLVE[np.float64]
+    static = IMPLICIT_SOLVE
     _describe(problem)
     _, jvp = solvers.compiled("lbfgs_solve", "jvp", **static)(*problem.args(), *tangent)
     report = dict(A=problem.A, b=problem.b, x0=problem.x0, solver="lbfgs_solve", derivative="jvp",
@@ -347,31 +451,17 @@ def test_strategy_start_at_optimum_has_exactly_zero_gradient_float32(problem, dt
     _check_exactly_zero_gradient(problem)
 
 
+@float64
+@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], dense=True))
+def test_strategy_dense_problems_have_distinct_eigenvalues(problem, dtype):
+    # The implicit properties rest on it: a repeated eigenvalue makes an invariant subspace.
+    eigenvalues = np.linalg.eigvalsh(np.asarray(problem.A))
+    gaps = np.diff(eigenvalues) / eigenvalues[:-1]
+    assert np.all(gaps > 0.7), f"eigenvalues {eigenvalues} of {problem}"
+
+
 # Limits: each region the properties above exclude, with a minimal example. Strict
 # expected failures everywhere (gatekit/defects.py registers them with patch=None).
-
-@pytest.mark.defect("past-convergence-curvature-overflow")
-@pytest.mark.parametrize("dtype, A, b, x0, num_steps", [
-    # A = I up to rounding, converged after one step; every later step shrinks the step
-    # length by ~1e-16 until the tangent of 1/(y.s) overflows (found by hypothesis).
-    pytest.param(np.float64, [[1.0, 2.11898069e-16], [2.11898069e-16, 1.0]], [0.0, 0.0],
-                 [1e-15, 1.5625e-17], 6, id="float64-6-steps"),
-    # float32, started within rounding of the optimum (x0 = b, A = I up to 1e-16): already
-    # converged, so two steps are two steps past convergence (found by hypothesis).
-    pytest.param(np.float32, [[1.0, 0.0, 0.0, -1.3401578e-16, -1.3401578e-16],
-                              [0.0, 1.0, 0.0, 0.0, 0.0],
-                              [0.0, 0.0, 1.0, 0.0, 0.0],
-                              [-1.3401578e-16, 0.0, 0.0, 1.0, -1.1102230e-16],
-                              [-1.3401578e-16, 0.0, 0.0, -1.1102230e-16, 1.0]],
-                 [1.0, 0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0], 2, id="float32-start-at-rounding"),
-])
-def test_unroll_past_convergence_derivatives_are_finite(dtype, A, b, x0, num_steps):
-    """Outside the unroll properties' domain: more steps than UNROLL allows."""
-    problem = problems.Problem(*(np.array(v, dtype) for v in (A, b, x0)), "limit")
-    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, num_steps=num_steps)
-    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd",
-                   num_steps=num_steps)
-
 
 @pytest.mark.defect("fixed-step-divergence-at-optimum")
 @float32
@@ -384,12 +474,67 @@ def test_reverse_gradient_started_at_optimum_is_finite_float32(dtype):
                    problem, "scale_by_lbfgs_unroll", "grad", **static)
 
 
+@pytest.mark.defect("fixed-step-divergence-at-optimum")
+@float32
+def test_unroll_reaching_zero_gradient_derivatives_are_finite_float32(dtype):
+    """Outside the float32 past-convergence property's domain: more than 12 steps.
+
+    A float32 unroll can land where the gradient is exactly zero (here it starts there):
+    then the linesearch steps along a zero direction, no curvature pair forms, and the
+    tangent grows by |1 - step * lambda| a step, 99 here: past float32's range in 30 steps.
+    """
+    A = np.diag([100.0, 1.0]).astype(dtype)
+    x0 = np.array([1.0, 0.0], dtype)
+    problem = problems.Problem(A, A @ x0, x0, "limit")
+    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, num_steps=30)
+    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd",
+                   num_steps=30)
+
+
 @pytest.mark.defect("no-step-at-optimum")
 @float64
 def test_solve_started_at_optimum_jacobian_is_inverse_hessian(dtype):
     """Outside the implicit-derivative property's domain: g0 = 0, so the solve takes no step."""
     A = np.diag([1.0, 2.0])
-    jacobian = solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **SOLVE[np.float64])(
+    jacobian = solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **IMPLICIT_SOLVE)(
         A, np.zeros(2), np.zeros(2))[1]
+    assert np.all(np.isfinite(jacobian)), f"J = {np.asarray(jacobian)}"
     error = np.linalg.norm(A @ np.asarray(jacobian) - np.eye(2), 2)
     assert error <= IMPLICIT_TOLERANCE, f"|A J - I| = {error:.3g}: J = {np.asarray(jacobian)}"
+
+
+@pytest.mark.defect("stopping-rule-ignores-tangent")
+@float64
+@pytest.mark.parametrize("A, b, x0", [
+    # The gradient stays along e1, an eigenvector: one step solves it exactly (relative
+    # residual 0), before the tangent along e5 has moved: |A J - I| = 1e4.
+    pytest.param(np.diag([1.0, 1.0, 1.0, 1.0, 1e4]), [1.0, 0, 0, 0, 0], [2.0, 0, 0, 0, 0], id="eigenvector-start"),
+])
+def test_solve_converged_in_invariant_subspace_jacobian_is_inverse_hessian(A, b, x0, dtype):
+    """Outside the implicit property's domain: problems whose first gradient's Krylov space is
+    not the whole space (the dense strategy draws none). The stopping rule sees only the primal."""
+    A, b, x0 = (np.array(v, np.float64) for v in (A, b, x0))
+    x, steps, residual = solvers.compiled("lbfgs_solve", "value", **IMPLICIT_SOLVE)(A, b, x0)
+    jacobian = np.asarray(solvers.compiled("lbfgs_solve", "jacfwd", 1, **IMPLICIT_SOLVE)(A, b, x0))
+    error = np.linalg.norm(A @ jacobian - np.eye(len(b)), 2)
+    assert error <= IMPLICIT_TOLERANCE, (
+        f"|A J - I| = {error:.3g} after {int(steps)} steps (relative residual {float(residual):.3g}): "
+        f"J = {jacobian}")
+
+
+@pytest.mark.defect("stopping-rule-ignores-tangent")
+@float64
+def test_jvp_of_solve_that_landed_on_the_solution_is_implicit(dtype):
+    """Outside the jvp property's domain: a solve that lands on the solution to rounding
+    (relative residual 7e-17 after 4 steps) before its memory has learned A (found by
+    hypothesis). Then the steps are zero, no curvature pair forms, and nothing corrects the
+    tangent: with the series it stays 0.18 (relative) off the implicit derivative, after the
+    extra step as after 100; on 0.2.4 as published it is exact at the landing and 42 off
+    after the extra step (the memory's and stepsize's tangents past convergence)."""
+    problem, tangent = pinned.JVP_LANDED
+    _, jvp = solvers.compiled("lbfgs_solve", "jvp", **IMPLICIT_SOLVE)(*problem.args(), *tangent)
+    A, (dA, db, _) = np.asarray(problem.A), tangent
+    implicit = np.linalg.solve(A, db - dA @ np.linalg.solve(A, problem.b))
+    error = np.linalg.norm(np.asarray(jvp) - implicit) / np.linalg.norm(implicit)
+    assert error <= FD_TOLERANCE, (
+        f"|jvp - implicit| / |implicit| = {error:.3g}: jvp {np.asarray(jvp)}, implicit {implicit}")
