@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gatekit import PATCHES_DIR, tree
 from gatekit import optax_tests as optax_test_files
-from gatekit.sessions import run_suite
+from gatekit.sessions import record_primal_reference, run_suite
 
 NEWEST_RELEASE = "0.2.8"
 
@@ -40,7 +40,8 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None,
           flush=True)
     optax_test_files.run(release, series_file, "pass", upstream=True, pytest_args=["-n", "2", "-q"],
                          sdist_dir=sdist_dir)
-    run_suite(f"optax {release} + {described} (verified)", [], pytest_args)
+    reference = record_primal_reference(release, sdist_dir)
+    run_suite(f"optax {release} + {described} (verified)", [], pytest_args, primal_reference=reference)
 
 
 def add_command(commands) -> None:

@@ -9,6 +9,7 @@ compares the optax under test against that record.
 from __future__ import annotations
 
 import json
+import os
 from importlib.metadata import version
 from pathlib import Path
 
@@ -19,7 +20,11 @@ NUM_STEPS = 25
 
 
 def reference_path(optax_version: str | None = None, jax_version: str | None = None) -> Path:
-    """The reference file for an (optax, jax) pair: bitwise results depend on both."""
+    """The reference file for an (optax, jax) pair: bitwise results depend on both (and on
+    the processor). The gate's patched sessions record one on the spot and name it in
+    LBFGS_GATE_PRIMAL_REFERENCE; otherwise the one committed in tests/lbfgs/data."""
+    if os.environ.get("LBFGS_GATE_PRIMAL_REFERENCE") and not (optax_version or jax_version):
+        return Path(os.environ["LBFGS_GATE_PRIMAL_REFERENCE"])
     optax_version = optax_version or version("optax")
     jax_version = jax_version or version("jax")
     return DATA_DIR / f"primal-optax-{optax_version}-jax-{jax_version}.json"
