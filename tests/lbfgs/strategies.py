@@ -170,15 +170,16 @@ def quadratic_problems(draw, dtype, domain: Domain, starts=STARTS, dimensions=DI
 
 
 @st.composite
-def tangents(draw, problem: Problem):
+def tangents(draw, problem: Problem, move_A: bool = True):
     """A direction (dA, db, dx0): dA symmetric with |dA|_2 = smallest eigenvalue of A, so
-    A + h dA stays positive definite for |h| < 1; db the size of b (of A x0 when b = 0), dx0 the size of x0 or x*."""
+    A + h dA stays positive definite for |h| < 1 (or dA = 0 with move_A=False); db the size
+    of b (of A x0 when b = 0), dx0 the size of x0 or x*."""
     n = problem.b.shape[0]
     A = np.asarray(problem.A, np.float64)
     M = np.array([draw(_unit_floats(n)) for _ in range(n)], np.float64)
     M[draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))] = 1.0  # never zero
     dA = M + M.T
-    dA *= np.linalg.eigvalsh(A)[0] / np.linalg.norm(dA, 2)
+    dA *= (np.linalg.eigvalsh(A)[0] / np.linalg.norm(dA, 2)) if move_A else 0.0
     b_size = max(float(np.linalg.norm(problem.b)), float(np.linalg.norm(A @ problem.x0)))
     db = draw(directions(n)) * b_size / np.sqrt(n)
     x_size = max(float(np.linalg.norm(problem.x0)), float(np.linalg.norm(np.linalg.solve(A, problem.b))))
