@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from gatekit import CONSTRAINTS_DIR, PATCHES_DIR, PROJECT_ROOT, WORK_DIR, GateError, defects, series
+from gatekit import CONSTRAINTS_DIR, PATCHES_DIR, PROJECT_ROOT, WORK_DIR, GateError, defects, sdist, series, sessions
 
 REPORT_FILES = ("report.md", "report.json", "junit.xml")
 REQUIREMENTS = PROJECT_ROOT / "requirements" / "test.txt"
@@ -464,9 +464,12 @@ def judge(
     return verdict, counts, findings, others
 
 
-def run_suite(python: Path, junit: Path, patch_state: str, pytest_args: list[str]) -> int:
+def run_suite(python: Path, junit: Path, patch_state: str, pytest_args: list[str],
+              primal_reference: Path | None = None) -> int:
     """The whole suite, expecting no defect; pytest's exit code (1 means tests failed)."""
     env = dict(os.environ, LBFGS_GATE_PATCH_STATE=patch_state)
+    if primal_reference:
+        env[sessions.PRIMAL_REFERENCE_VARIABLE] = str(primal_reference)
     env.setdefault("HYPOTHESIS_PROFILE", "ci")  # derandomized: the same fork gets the same verdict
     command = [
         str(python),
@@ -629,7 +632,16 @@ def run(
             find_uv() if uv is None else uv,
         )
         junit = scratch / "junit.xml"
-        code = run_suite(python, junit, patch_state, list(pytest_args))
+        # The fork's primal results are compared with its release as published, recorded
+        # here with the fork's own environment (bits depend on the processor); a version
+        # with no known sdist falls back to the committed record.
+        try:
+            sdist.known_hash(version)
+        except GateError:
+            reference = None
+        else:
+            reference = sessions.record_primal_reference(version, python=python)
+        code = run_suite(python, junit, patch_state, list(pytest_args), primal_reference=reference)
         verdict, counts, findings, others = judge(fork, statuses, paths, code, junit)
         report.verdict, report.suite = verdict, counts
         report.defects = [asdict(f) for f in findings]

@@ -27,7 +27,7 @@ def base_defects() -> list[str]:
 PRIMAL_REFERENCE_VARIABLE = "LBFGS_GATE_PRIMAL_REFERENCE"
 
 
-def record_primal_reference(release: str, sdist_dir=None) -> Path:
+def record_primal_reference(release: str, sdist_dir=None, python: Path | str = sys.executable) -> Path:
     """Records the primal L-BFGS results of optax `release` as published, here and now.
 
     Bitwise results depend on optax, jax and the processor: a record made on another
@@ -46,7 +46,7 @@ def record_primal_reference(release: str, sdist_dir=None) -> Path:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     output = WORK_DIR / "primal" / f"primal-optax-{release}-as-published.json"
-    command = [sys.executable, "tools/record_primal_reference.py", "--output", str(output),
+    command = [str(python), "tools/record_primal_reference.py", "--output", str(output),
                "--expect-optax-in", str(pristine)]
     print("+", " ".join(command), f"(optax {release} as published, from {pristine})", flush=True)
     env = dict(os.environ, PYTHONPATH=str(pristine))
