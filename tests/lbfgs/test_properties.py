@@ -287,7 +287,7 @@ LOG_SUM_EXP_DOMAIN = problems.Domain(
 )
 
 
-def _check_implicit_jacobian(problem, objective, tolerance):
+def _check_implicit_jacobian(problem, objective):
     static = dict(IMPLICIT_SOLVE, objective=objective)
     _describe(problem)
     x, steps, residual = _call("lbfgs_solve", "value", problem, **static)
@@ -300,8 +300,8 @@ def _check_implicit_jacobian(problem, objective, tolerance):
     if not _reached_tolerance(residual, steps, static):
         return
     target(error, label="|H J - I|")
-    assert error <= tolerance, problem_report(
-        f"d x*/d b is not the inverse Hessian: |H J - I| = {error:.3g} > {tolerance}",
+    assert error <= IMPLICIT_TOLERANCE, problem_report(
+        f"d x*/d b is not the inverse Hessian: |H J - I| = {error:.3g} > {IMPLICIT_TOLERANCE}",
         A=problem.A, b=problem.b, x0=problem.x0, solver="lbfgs_solve", derivative="jacfwd",
         dtype=problem.dtype, got=jacobian, **static)
 
@@ -322,7 +322,7 @@ def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     (limit stopping-rule-ignores-tangent); a start exactly at the optimum takes no step
     (limit no-step-at-optimum).
     """
-    _check_implicit_jacobian(problem, "quadratic", IMPLICIT_TOLERANCE)
+    _check_implicit_jacobian(problem, "quadratic")
 
 
 def _softmax_hessian(A):
@@ -350,7 +350,7 @@ def test_log_sum_exp_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     Domain: LOG_SUM_EXP_DOMAIN (cond(A) <= 1e4, eigenvalues in [1, 1e6], |x*| in [1, 1e3]),
     dense problems, starts with a nonzero first gradient.
     """
-    _check_implicit_jacobian(problem, "log-sum-exp", IMPLICIT_TOLERANCE)
+    _check_implicit_jacobian(problem, "log-sum-exp")
 
 
 @float32
