@@ -45,8 +45,9 @@ DEFECTS = {
                None),
         Defect("stopping-rule-ignores-tangent",
                "a solve stopped on |g| <= tol |g0| sees the primal residual only: when the gradient stays "
-               "in an invariant subspace (repeated eigenvalues, a symmetric problem) it converges in fewer "
-               "steps than the tangent needs, and its derivative is O(1) off the implicit one",
+               "in an invariant subspace (repeated eigenvalues, a symmetric problem) it lands on the "
+               "solution in fewer steps than the tangent needs, after which its steps are zero and "
+               "nothing corrects the tangent (in the directions of b or of A): O(1) off the implicit one",
                None),
     )
 }
