@@ -96,13 +96,12 @@ def test_solve_derivatives_are_finite_float32(problem, dtype):
     _check_solve_derivatives_finite(problem)
 
 
-def _check_unroll_derivatives_finite(problem):
-    static = UNROLL[problem.dtype.type]
+def _check_unroll_derivatives_finite(problem, steps=UNROLL, what="Jacobian of the fixed-step unroll"):
+    static = steps[problem.dtype.type]
     _describe(problem)
     _target_small_initial_gradient(problem)
     jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd",
-                   **static)
+    _assert_finite(jacobians, what, problem, "lbfgs_fixed_steps", "jacfwd", **static)
 
 
 @pytest.mark.defect("seed-leak")
@@ -160,12 +159,7 @@ PAST_CONVERGENCE = {np.float64: dict(num_steps=30), np.float32: dict(num_steps=1
 
 
 def _check_past_convergence_derivatives_finite(problem):
-    static = PAST_CONVERGENCE[problem.dtype.type]
-    _describe(problem)
-    _target_small_initial_gradient(problem)
-    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(jacobians, "Jacobian of the unroll past convergence", problem, "lbfgs_fixed_steps",
-                   "jacfwd", **static)
+    _check_unroll_derivatives_finite(problem, PAST_CONVERGENCE, "Jacobian of the unroll past convergence")
 
 
 # The unrolls of the two examples below, found by hypothesis when they overflowed at 6 and
