@@ -10,95 +10,101 @@ sys.path.insert(0, str(Path(__file__).parent))
 # A release is in the matrix when it has an sdist hash and constraints/optax-<release>.txt.
 from gatekit.matrix import releases as matrix_releases  # noqa: E402
 
+PYTHON = "3.11"  # the pins are for CPython 3.11
 nox.options.default_venv_backend = "uv|virtualenv"
-# upstream is a default (measured 3.5 min; 5.5 min with the 2 cores shared); the matrix is not (about 9 min a mode).
+# An environment is rebuilt only when its Python changes; `session.install` brings it to
+# the pins every run, and each session verifies, file by file, the optax it tests.
+nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "gate_selftest", "unpatched", "patched", "upstream"]
 
-BASE_RELEASE = "0.2.4"
-CONSTRAINTS = f"constraints/optax-{BASE_RELEASE}.txt"
+# constraints/base.txt and newest.txt link to the pins of the base and the newest release:
+# the one place that names them (gatekit reads the same files).
+BASE = "constraints/base.txt"
+NEWEST = "constraints/newest.txt"
 # Releases whose sdists the gate's own tests build simulated trees from.
-GATE_TEST_RELEASES = (BASE_RELEASE, "0.2.8")
+GATE_TEST_RELEASES = ("0.2.4", "0.2.8")
 
 
-def _install_suite(session, constraints=CONSTRAINTS):
+def _gatekit(session, *args):
+    session.run("python", "-m", "gatekit", *args)
+
+
+def _install_suite(session, constraints):
     session.install("-r", "requirements/test.txt", "optax", "-c", constraints)
 
 
-@nox.session
+@nox.session(python=PYTHON)
 def unpatched(session):
-    """optax 0.2.4 as released: every known defect must be reproduced."""
-    _install_suite(session)
-    session.run("python", "-m", "gatekit", "session", "unpatched", "--release", BASE_RELEASE, "--", *session.posargs)
+    """The base release as published: every defect the series fixes must be reproduced."""
+    _install_suite(session, BASE)
+    _gatekit(session, "session", "unpatched", "--", *session.posargs)
 
 
-@nox.session
+@nox.session(python=PYTHON)
 def patched(session):
-    """optax 0.2.4 with patches/series applied and verified: no defect remains, optax's own tests pass."""
-    _install_suite(session)
-    session.run("python", "-m", "gatekit", "session", "patched", "--release", BASE_RELEASE, "--", *session.posargs)
+    """The base release with patches/series applied and verified: no defect left, nothing else changed."""
+    _install_suite(session, BASE)
+    _gatekit(session, "session", "patched", "--", *session.posargs)
 
 
-@nox.session
+@nox.session(python=PYTHON)
+def upstream(session):
+    """The newest release with the series (patches already upstream skipped): no defect left."""
+    _install_suite(session, NEWEST)
+    _gatekit(session, "session", "upstream", "--", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def gate_selftest(session):
-    """Tests of the gate's own machinery: series, sdists, trees, errors (no jax)."""
-    session.install("pytest", "pip", "-c", CONSTRAINTS)
+    """Tests of the gate's own machinery: verdict rules, series, sdists, trees, errors (no jax)."""
+    session.install("pytest", "pip", "hypothesis", "-c", BASE)
     # The tests themselves stay offline: the sdists they build trees from are fetched here.
-    session.run("python", "-m", "gatekit", "fetch", *GATE_TEST_RELEASES)
+    _gatekit(session, "fetch", *GATE_TEST_RELEASES)
     session.run("pytest", "tests/gate", *session.posargs)
 
 
-@nox.session
+@nox.session(python=PYTHON)
 def lint(session):
     """ruff over the project's Python code."""
     session.install("ruff", "-c", "constraints/tools.txt")
     session.run("ruff", "check", ".")
 
 
-@nox.session
+@nox.session(python=PYTHON)
 def record_reference(session):
-    """Record primal L-BFGS results of optax 0.2.4 as released (for the bitwise PASS_TO_PASS tests)."""
-    _install_suite(session)
-    session.run("python", "tools/record_primal_reference.py")
+    """Record primal L-BFGS results of the base release as published into tests/lbfgs/data/ (plain pytest runs)."""
+    _install_suite(session, BASE)
+    session.run("python", "-m", "tests.lbfgs.primal")
 
 
-@nox.session
+@nox.session(python=PYTHON)
 def fork(session):
-    """Gate an optax fork: patch table, whole suite on the fork as it is, verdict (-- SOURCE [--ref REF] [--apply])."""
+    """Gate an optax fork: patch table, suite, verdict (-- SOURCE [--ref REF] [--apply] [--accept DEFECT:REASON])."""
     if not session.posargs or session.posargs[0].startswith("-"):
-        session.error("Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--table-only] [--output DIR] [-- PYTEST]")
-    from gatekit.fork import find_uv
+        session.error("Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--accept DEFECT:REASON] [--table-only] "
+                      "[--output DIR] [-- PYTEST]")
+    from gatekit.fork.environment import find_uv
 
     # gatekit builds the fork its own environment, pinned for the fork's optax version,
     # with the uv that nox itself uses; this session's environment only runs gatekit.
     session.run("python", "-m", "gatekit", "fork", *session.posargs, env={"UV": find_uv()})
 
 
-@nox.session
+@nox.session(python=PYTHON)
 def fork_e2e(session):
     """The fork gate end to end on simulated forks: a jax environment and the whole suite per fork (slow)."""
-    from gatekit.fork import find_uv
+    from gatekit.fork.environment import find_uv
 
-    session.install("pytest", "pip", "-c", CONSTRAINTS)
-    session.run("python", "-m", "gatekit", "fetch", *GATE_TEST_RELEASES)
+    session.install("pytest", "pip", "-c", BASE)
+    _gatekit(session, "fetch", *GATE_TEST_RELEASES)
     session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})
 
 
-NEWEST_RELEASE = "0.2.8"
-
-
-@nox.session
-def upstream(session):
-    """optax 0.2.8, the newest release, with the series: patch table (upstream ones skipped), optax's tests, suite."""
-    _install_suite(session, f"constraints/optax-{NEWEST_RELEASE}.txt")
-    session.run("python", "-m", "gatekit", "upstream", "--release", NEWEST_RELEASE,
-                "--status-json", "build/upstream/status.json", "--", *session.posargs)
-
-
-@nox.session
+@nox.session(python=PYTHON)
 @nox.parametrize("release", matrix_releases())
 def matrix(session, release):
     """Defect detectors on each release as published (-- --patched: with the series); table in build/matrix/."""
     if session.posargs not in ([], ["--patched"]):
         session.error("Usage: nox -s matrix [-- --patched]")
     _install_suite(session, f"constraints/optax-{release}.txt")
-    session.run("python", "-m", "gatekit", "matrix", "--release", release, *session.posargs)
+    _gatekit(session, "matrix", "--release", release, *session.posargs)

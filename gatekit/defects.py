@@ -65,3 +65,12 @@ def parse_names(text: str) -> list[str]:
             f"use one of {', '.join(sorted(DEFECTS))}"
         )
     return names
+
+
+class DefectObserved(AssertionError):
+    """The symptom of a defect, raised by a detector's own check of its property.
+
+    The gate counts a detector as having reproduced its defect only when this is
+    raised in the test's call (gatekit/record.py): a plain AssertionError (a
+    precondition, a helper's check) or any other exception is a crash, not a detection.
+    """

@@ -1,38 +1,28 @@
 """The release matrix: which optax release carries which defect, as the suite's detectors find it.
 
 `python -m gatekit matrix --release R [--patched]` runs, against the optax installed
-here, every test of tests/lbfgs marked `@pytest.mark.defect(NAME)` (FAIL_TO_PASS), plainly:
-no `--known-defects`, so each detector asserts the true property. Its raw outcome
-decides the cell:
-
-    present  a detector failed with AssertionError, the defect's own symptom;
-    error    no detector failed so, but one crashed with another exception (an API the
-             release lacks, say): the release was not measured, which is not "absent";
-    absent   every detector passed.
+here, every test of tests/lbfgs marked `@pytest.mark.defect(NAME)`, plainly: no
+`--known-defects`, so each detector asserts the true property. The cells come from
+gatekit/verdict.py, the one place that judges records: present (a detector raised
+DefectObserved, the defect's own symptom), absent (every detector passed), or not
+measured (a detector crashed, was skipped or did not run: an API the release lacks,
+say), which is not "absent". With --patched, a defect the series fixes that is not
+absent on a release the series applies to makes the run red.
 
 Each run writes build/matrix/<mode>/<release>.json and rebuilds the release-by-defect
 table from the runs there: build/matrix/matrix.md and .json (the releases as published)
 or matrix-patched.md and .json (with the series applied where it applies).
-
-This module is also the pytest plugin (`-p gatekit.matrix`) that records the raw
-outcomes: plain hook functions, so importing it needs no pytest.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from gatekit import CONSTRAINTS_DIR, PATCHES_DIR, PROJECT_ROOT, GateError, defects, sdist, series, tree
+from gatekit import CONSTRAINTS_DIR, PATCHES_DIR, GateError, defects, pipeline, runner, sdist, series, verdict, work_dir
 
-# Where the plugin writes the raw outcomes of one run (set by `run` for its pytest).
-RESULTS_VARIABLE = "LBFGS_GATE_MATRIX_RESULTS"
 MODES = ("unpatched", "patched")
 
 
@@ -44,85 +34,25 @@ def releases() -> list[str]:
 
 
 def matrix_dir() -> Path:
-    # Read at call time: the gate's own tests move the work folder.
-    return tree.WORK_DIR / "matrix"
+    return work_dir() / "matrix"
 
 
-# --- the pytest plugin ---------------------------------------------------------------
-
-_outcomes: dict[str, dict] = {}
-_collection_errors: list[str] = []
-
-
-def pytest_runtest_makereport(item, call):
-    """Records each phase's exception type; returns None so pytest still makes the report."""
-    names = [mark.args[0] for mark in item.iter_markers("defect")]
-    if not names:
-        return None
-    record = _outcomes.setdefault(item.nodeid, {"defects": names, "exception": None, "phase": None})
-    if call.excinfo is not None and record["exception"] is None:
-        record["exception"] = call.excinfo.typename
-        record["phase"] = call.when
-        record["message"] = str(call.excinfo.value).splitlines()[0][:200] if str(call.excinfo.value) else ""
-    return None
-
-
-def pytest_collectreport(report):
-    if report.failed:
-        last = [line for line in str(report.longrepr).splitlines() if line.strip()][-1:] or ["?"]
-        _collection_errors.append(f"{report.nodeid}: {last[0].strip()}")
-
-
-def pytest_sessionfinish(session):
-    path = os.environ.get(RESULTS_VARIABLE)
-    if path:
-        Path(path).write_text(json.dumps({"tests": _outcomes, "collection_errors": _collection_errors}, indent=1))
-
-
-# --- one release -----------------------------------------------------------------------
-
-
-def classify(outcomes: dict, collection_errors: list[str]) -> dict[str, dict]:
-    """The cell of each registered defect, from the raw outcomes of its detectors."""
-    cells = {}
-    for name in defects.DEFECTS:
-        tests = [t for t in outcomes.values() if name in t["defects"]]
-        failed = [t for t in tests if t["exception"] == "AssertionError" and t["phase"] == "call"]
-        # Skipped is not measured either: pytest.skip raises Skipped.
-        crashed = [t for t in tests if t["exception"] is not None and t not in failed]
-        if failed:
-            state = "present"
-        elif crashed or collection_errors:
-            state = "error"
-        elif tests:
-            state = "absent"
-        else:
+def cells(judged: verdict.Verdict) -> dict[str, dict]:
+    """The table's cell of each defect, from the verdict's row."""
+    result = {}
+    for name, row in judged.defects.items():
+        failing = row.crashed + row.skipped + row.not_run
+        if row.detectors == 0:
             state = "no detector"
-        errors = sorted({f"{t['exception']}: {t.get('message', '')}".rstrip(": ") for t in crashed})
-        if collection_errors and not failed:
-            errors += [f"collection error: {e}" for e in collection_errors]
-        cells[name] = {"state": state, "detectors": len(tests), "failed": len(failed), "crashed": len(crashed),
-                       "errors": errors}
-    return cells
-
-
-def _installed_is_release(release: str, series_file: Path, sdist_dir=None) -> None:
-    """Refuses unless the optax imported here is `release` as published, file for file
-    where the series touches it: a reused environment may still hold a patched build."""
-    if version("optax") != release:
-        raise GateError(f"the installed optax is {version('optax')}, not {release}: install optax=={release} first")
-    root = tree.installed_optax_root()
-    with tempfile.TemporaryDirectory(prefix="optax-pristine-") as scratch:
-        pristine = sdist.unpack(sdist.fetch(release, sdist_dir), Path(scratch) / "optax")
-        for relative in tree.touched_files(series_file):
-            if not relative.startswith("optax/") or not (pristine / relative).is_file():
-                continue  # a file the series adds, or one this release does not have
-            installed = root / relative
-            if not installed.is_file() or installed.read_bytes() != (pristine / relative).read_bytes():
-                raise GateError(
-                    f"the optax {release} imported from {root} is not the release as published "
-                    f"({relative} differs): run the matrix in a fresh environment (not nox -R)"
-                )
+        elif row.reproduced:
+            state = "present"
+        elif failing:
+            state = "error"
+        else:
+            state = "absent"
+        result[name] = {"state": state, "detectors": row.detectors, "failed": row.reproduced, "crashed": failing,
+                        "errors": [r for r in judged.reasons if name in r or "collection error" in r][:3]}
+    return result
 
 
 def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], sdist_dir=None) -> dict:
@@ -132,40 +62,28 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)  # a failed run must not leave an older result in the table
     result = {"release": release, "jax": version("jax"), "mode": mode}
+    try:
+        build = (pipeline.patched if patched else pipeline.published)(release, series_file, sdist_dir)
+    except GateError as error:
+        if not patched or version("optax") != release:
+            raise
+        # The series does not support this release: recorded, not measured.
+        result.update(series="does not apply", reason=str(error), defects={})
+        _write(out, result)
+        return result
     if patched:
-        if version("optax") != release:
-            raise GateError(f"the installed optax is {version('optax')}, not {release}: "
-                            f"install optax=={release} first")
-        try:
-            patched_tree = tree.prepare(release, series_file, sdist_dir)
-        except GateError as error:
-            # The series does not support this release: recorded, not measured.
-            result.update(series="does not apply", reason=str(error), defects={})
-            _write(out, result)
-            return result
-        tree.install(patched_tree)
-        tree.verify(patched_tree, tree.touched_files(series_file, patched_tree))
-        result["series"] = [s.__dict__ for s in tree.statuses(patched_tree)]
-        patch_state = f"optax {release} + patches/series (verified)"
-    else:
-        _installed_is_release(release, series_file, sdist_dir)
-        patch_state = f"optax {release} as released"
-    raw = matrix_dir() / mode / f".{release}.raw.json"
-    env = dict(os.environ, LBFGS_GATE_PATCH_STATE=patch_state, PYTHONPATH=str(PROJECT_ROOT))
-    env[RESULTS_VARIABLE] = str(raw)
-    env.setdefault("HYPOTHESIS_PROFILE", "ci")
-    command = [sys.executable, "-m", "pytest", "tests/lbfgs", "-m", "defect", "-p", "gatekit.matrix",
-               "-p", "no:cacheprovider", "-q", "--continue-on-collection-errors", *pytest_args]
-    print("+", " ".join(command), flush=True)
-    code = subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False).returncode
-    # 0: all passed, 1: some failed (a measurement, not an error here); anything else
-    # means pytest itself did not run the detectors.
-    if code not in (0, 1) or not raw.is_file():
-        raise GateError(f"pytest did not run the detectors on optax {release} (exit {code}): see its report above")
-    recorded = json.loads(raw.read_text())
-    raw.unlink()
-    result["defects"] = classify(recorded["tests"], recorded["collection_errors"])
+        result["series"] = [s.__dict__ for s in build.statuses]
+    reports = matrix_dir() / mode / f"reports-{release}"
+    record = runner.run([runner.SUITE, "-m", "defect"], reports=reports, name="suite", patch_state=build.label,
+                        args=runner.default_workers(pytest_args))
+    expectation = verdict.Expectation(measure=not patched, detectors_only=True)
+    judged = verdict.judge(f"matrix {mode} {release}", {"suite": record}, expectation)
+    verdict.write(judged, reports, [f"optax under test: {build.label}"])
+    result["defects"] = cells(judged)
+    result["verdict"] = judged.verdict
+    result["reasons"] = judged.reasons
     _write(out, result)
+    print(verdict.table(judged), flush=True)
     return result
 
 
@@ -241,8 +159,9 @@ def write_tables(mode: str) -> str:
                 row.append(_cell(result["defects"].get(name)))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Detectors: the tests of tests/lbfgs marked `@pytest.mark.defect(NAME)`, run plainly. "
-              "present: a detector failed with AssertionError; absent: all passed; error: a detector crashed "
-              "for another reason, so the release was not measured; not run: the release's last run "
+              "present: a detector raised DefectObserved, the defect's symptom; absent: all passed; error: a "
+              "detector crashed, was skipped or did not run, so the release was not measured; not run: the "
+              "release's last run "
               "predates the detector. A limit is a defect no patch fixes: "
               "the series is not expected to remove it.",
               f"Regenerate: `nox -s matrix{' -- --patched' if mode == 'patched' else ''}`."]
@@ -254,17 +173,14 @@ def write_tables(mode: str) -> str:
     return markdown
 
 
-def verdict(mode: str, release: str) -> list[str]:
-    """With the series applied, a release it applies to must be clean: what is not."""
-    if mode != "patched":
-        return []
+def problems(mode: str, release: str) -> list[str]:
+    """Why a release's run is red (gatekit/verdict.py decided it): empty when green, or when
+    the series does not apply to the release (the table says so)."""
     path = matrix_dir() / mode / f"{release}.json"
-    result = json.loads(path.read_text()) if path.is_file() else {"defects": {}}
+    result = json.loads(path.read_text()) if path.is_file() else {"verdict": "red", "reasons": ["no result"]}
     if result.get("series") == "does not apply":
-        return []  # not a release the series supports: the table says so
-    # Limits stay with the series applied (no patch fixes them): only the series' defects count.
-    return [f"{release}: {name} {cell['state']}" for name, cell in result["defects"].items()
-            if cell["state"] != "absent" and defects.DEFECTS.get(name) and defects.DEFECTS[name].patch]
+        return []
+    return [] if result.get("verdict") == "green" else result.get("reasons", ["red"])
 
 
 def add_command(commands) -> None:
@@ -281,10 +197,11 @@ def add_command(commands) -> None:
             raise GateError(f"optax {args.release} is not in the matrix: use one of {', '.join(releases())} "
                             "(a release needs its sdist hash and constraints/optax-<release>.txt)")
         run(args.release, args.patched, args.series, args.pytest_args, args.sdist_dir)
-        problems = verdict("patched" if args.patched else "unpatched", args.release)
-        if problems:
-            print("with the series applied, defects remain: " + "; ".join(problems), flush=True)
+        found = problems("patched" if args.patched else "unpatched", args.release)
+        if found:
+            print(f"GATE RED: matrix {args.release}: {found[0]}", flush=True)
             return 1
+        print(f"GATE GREEN: matrix {args.release}", flush=True)
         return 0
 
     command.set_defaults(run=measure)

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from gatekit import CONSTRAINTS_DIR, WORK_DIR, GateError
+from gatekit import CONSTRAINTS_DIR, GateError, work_dir
 
 SDIST_HASHES = CONSTRAINTS_DIR / "sdists.txt"
 # Where a local copy of the sdists may be found instead of the index (offline use).
@@ -53,7 +53,7 @@ def fetch(release: str, sdist_dir: str | os.PathLike | None = None) -> Path:
         if _sha256(local) != expected:
             raise GateError(f"{local} does not match the sha256 in constraints/sdists.txt: replace the file")
         return local
-    cached = WORK_DIR / "sdists" / name
+    cached = work_dir() / "sdists" / name
     if cached.is_file() and _sha256(cached) == expected:
         return cached
     if importlib.util.find_spec("pip") is None:

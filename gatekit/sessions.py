@@ -1,88 +1,91 @@
-"""What the gate's sessions do inside their environment, for nox and tox alike.
+"""The gate's sessions, for nox and tox alike: `python -m gatekit session NAME`.
 
-A session runner only creates the environment and installs the pinned
-requirements; then it calls `python -m gatekit session NAME`, which lands here.
+unpatched  the base release as published: every defect the series fixes must be
+           reproduced, by every detector of the suite and every test the series
+           adds to optax;
+patched    the base release with the series: no defect left, optax's own L-BFGS and
+           linesearch tests pass, primal results bitwise those of the release;
+upstream   `patched` on the newest release (patches already upstream skipped).
+
+Each ends with the verdict table (gatekit/verdict.py) and writes
+build/reports/<session>/: verdict.json, report.md, junit.xml, pytest logs.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from gatekit import PROJECT_ROOT, WORK_DIR, GateError, defects, optax_tests, sdist, series, tree
+from gatekit import GateError, defects, pipeline, runner, verdict, work_dir
 
-BASE_RELEASE = "0.2.4"
-
-
-def base_defects() -> list[str]:
-    """Every defect the series fixes is, by construction, in the release it is made for."""
-    return [d.name for d in defects.DEFECTS.values() if d.patch is not None]
+# optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
+UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
+PRIMAL_TEST = "tests/lbfgs/test_primal_identity.py"
 
 
-# Where the suite's primal-identity tests find the record to compare against.
-PRIMAL_REFERENCE_VARIABLE = "LBFGS_GATE_PRIMAL_REFERENCE"
+def reports_dir(session: str) -> Path:
+    """build/reports/<session>/, emptied: a previous run's reports never pass for this one's."""
+    folder = work_dir() / "reports" / session
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
-def record_primal_reference(release: str, sdist_dir=None, python: Path | str = sys.executable) -> Path:
-    """Records the primal L-BFGS results of optax `release` as published, here and now.
-
-    Bitwise results depend on optax, jax and the processor: a record made on another
-    machine (tests/lbfgs/data) can differ in the last bits of float32 runs (seen with
-    jax 0.10.2). So a patched session records the release as published, imported from
-    its unpacked sdist (optax is pure Python) by this environment's Python and jax, and
-    the suite compares the patched build with that record.
-    """
-    pristine = WORK_DIR / "pristine" / f"optax-{release}"
-    if not pristine.is_dir():
-        pristine.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=pristine.parent))
-        try:
-            sdist.unpack(sdist.fetch(release, sdist_dir), scratch / "optax")
-            os.replace(scratch / "optax", pristine)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    output = WORK_DIR / "primal" / f"primal-optax-{release}-as-published.json"
-    command = [str(python), "tools/record_primal_reference.py", "--output", str(output),
-               "--expect-optax-in", str(pristine)]
-    print("+", " ".join(command), f"(optax {release} as published, from {pristine})", flush=True)
-    env = dict(os.environ, PYTHONPATH=str(pristine))
-    if subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False).returncode != 0:
-        raise GateError(f"could not record the primal results of optax {release} as published: see above")
-    return output
+def patchable_defects(build: pipeline.Build) -> frozenset[str]:
+    """The defects whose patch the series applies to this release: the release must carry them."""
+    applies = {s.patch for s in build.statuses if s.state == "applies"}
+    return frozenset(d.name for d in defects.DEFECTS.values() if d.patch in applies)
 
 
-def run_suite(patch_state: str, known_defects: list[str], pytest_args: list[str],
-              primal_reference: Path | None = None) -> None:
-    """Runs the project's suite (tests/lbfgs) against the optax installed here."""
-    env = dict(os.environ, LBFGS_GATE_PATCH_STATE=patch_state)
-    if primal_reference:
-        env[PRIMAL_REFERENCE_VARIABLE] = str(primal_reference)
-    # The gate's verdicts rely on the ci profile (derandomized, enough examples to find the leak).
-    env.setdefault("HYPOTHESIS_PROFILE", "ci")
-    command = [sys.executable, "-m", "pytest", "tests/lbfgs", f"--known-defects={','.join(known_defects)}",
-               *pytest_args]
-    print("+", " ".join(command), flush=True)
-    if subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False).returncode != 0:
-        raise GateError(f"the suite failed on {patch_state}: see the pytest report above")
+def _judge(session: str, build: pipeline.Build, records: dict, expectation: verdict.Expectation,
+           reports: Path) -> int:
+    result = verdict.judge(session, records, expectation)
+    context = [f"optax under test: {build.label}"]
+    if not build.applied:
+        context.append("primal identity: nothing applied, nothing to compare (test_primal_identity.py not run)")
+    verdict.write(result, reports, context, {"optax": build.label})
+    print(verdict.table(result), flush=True)
+    print(f"reports: {reports}", flush=True)
+    return 0 if result.green else 1
 
 
-def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> None:
-    """The release as published: each known defect must be reproduced, by optax-style and suite tests."""
-    optax_tests.run(release, series_file, "fail", upstream=False, pytest_args=[], sdist_dir=sdist_dir)
-    run_suite(f"optax {release} as released", base_defects(), pytest_args)
+def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:
+    runner.check_pytest_args(pytest_args, "unpatched")
+    reports = reports_dir("unpatched")
+    build = pipeline.published(release, series_file, sdist_dir)
+    if build.patched_tree is None:
+        raise GateError(f"the series does not apply to optax {release} (see `python -m gatekit status`): "
+                        "the unpatched session is for a release the series is made for")
+    expected = patchable_defects(build)
+    modules = pipeline.series_test_modules(build, series_file)
+    optax = runner.run_optax_tests(
+        list(modules), build.patched_tree, reports=reports, name="optax", patch_state=build.label,
+        defect_modules={Path(m).name: d for m, d in modules.items()}, args=runner.default_workers([]))
+    suite = runner.run(
+        [runner.SUITE, f"--ignore={PRIMAL_TEST}"], reports=reports, name="suite", patch_state=build.label,
+        args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)])
+    return _judge("unpatched", build, {"optax": optax, "suite": suite},
+                  verdict.Expectation(present=expected), reports)
 
 
-def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> None:
-    """The release with the series: installed, verified, optax's own tests and the suite green."""
-    patched_tree = tree.prepare(release, series_file, sdist_dir)
-    tree.install(patched_tree)
-    tree.verify(patched_tree, tree.touched_files(series_file, patched_tree))
-    numbers = ", ".join(series.read_patch(p).number for p in series.read_series(series_file))
-    print(f"installed and verified: optax {release} + {numbers}", flush=True)
-    optax_tests.run(release, series_file, "pass", upstream=True, pytest_args=["-n", "2", "-q"], sdist_dir=sdist_dir)
-    reference = record_primal_reference(release, sdist_dir)
-    run_suite(f"optax {release} + {numbers} (verified)", [], pytest_args, primal_reference=reference)
+def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None, session="patched") -> int:
+    runner.check_pytest_args(pytest_args, session)
+    reports = reports_dir(session)
+    build = pipeline.patched(release, series_file, sdist_dir)
+    modules = pipeline.series_test_modules(build, series_file)
+    optax = runner.run_optax_tests(
+        [*modules, *UPSTREAM_TESTS], build.patched_tree, reports=reports, name="optax", patch_state=build.label,
+        defect_modules={Path(m).name: d for m, d in modules.items()}, args=runner.default_workers([]))
+    reference = pipeline.primal_reference(build.pristine)
+    suite = runner.run(
+        [runner.SUITE], reports=reports, name="suite", patch_state=build.label,
+        args=["--known-defects=", *runner.default_workers(pytest_args)],
+        env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)})
+    return _judge(session, build, {"optax": optax, "suite": suite}, verdict.Expectation(), reports)
+
+
+def upstream(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:
+    return patched(release, series_file, pytest_args, sdist_dir, session="upstream")
+
+
+SESSIONS = {"unpatched": unpatched, "patched": patched, "upstream": upstream}

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gatekit import WORK_DIR, GateError, sdist, series
+from gatekit import GateError, sdist, series, work_dir
 
 # Written into each prepared tree: which file of the series (the patch or one of its
 # variants) was applied, and which patches were skipped as already upstream.
@@ -43,7 +43,7 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
     patches = series.read_series(series_file)
     series.require_tool("git")
     sdist_path = sdist.fetch(release, sdist_dir)
-    trees = WORK_DIR / "trees"
+    trees = work_dir() / "trees"
     tree = trees / f"optax-{release}+{_tree_key(sdist_path, patches)}"
     if tree.is_dir():
         report(f"patched tree: {tree} (reused)")
@@ -107,10 +107,10 @@ def touched_files(series_file: Path, tree: Path | None = None) -> list[str]:
     return files
 
 
-def install(tree: Path) -> None:
-    """Installs a source tree into the running interpreter's environment."""
+def install(tree: Path, python: Path | str = sys.executable) -> None:
+    """Installs a source tree into `python`'s environment."""
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--force-reinstall", str(tree)],
         capture_output=True, text=True, check=False,
     )
@@ -119,10 +119,10 @@ def install(tree: Path) -> None:
         raise GateError(f"pip could not install {tree} ({last[0].strip()}): run the session again from scratch")
 
 
-def installed_optax_root() -> Path:
-    """The folder holding the `optax` package that this interpreter imports."""
+def installed_optax_root(python: Path | str = sys.executable) -> Path:
+    """The folder holding the `optax` package that `python` imports."""
     result = subprocess.run(
-        [sys.executable, "-c", "import optax, pathlib; print(pathlib.Path(optax.__file__).parent.parent)"],
+        [str(python), "-c", "import optax, pathlib; print(pathlib.Path(optax.__file__).parent.parent)"],
         capture_output=True, text=True, check=False, cwd=tempfile.gettempdir(),
     )
     if result.returncode != 0:
@@ -130,18 +130,33 @@ def installed_optax_root() -> Path:
     return Path(result.stdout.strip())
 
 
-def verify(tree: Path, files: list[str]) -> None:
-    """Refuses unless the optax this interpreter imports carries `tree`'s files."""
-    root = installed_optax_root()
-    for relative in files:
-        if not relative.startswith("optax/"):
-            continue
+def difference(tree: Path, python: Path | str = sys.executable) -> str | None:
+    """The first file of `tree`'s optax package that the optax imported by `python` lacks or
+    holds otherwise (None when every one is the same, byte for byte)."""
+    root = installed_optax_root(python) / "optax"
+    source = Path(tree) / "optax"
+    for path in sorted(source.rglob("*.py")):
+        relative = path.relative_to(source)
         installed = root / relative
-        if not installed.is_file() or installed.read_bytes() != (Path(tree) / relative).read_bytes():
-            raise GateError(
-                f"the optax imported from {root} is not the patched tree: {relative} differs; "
-                "run the session again so it reinstalls"
-            )
+        if not installed.is_file() or installed.read_bytes() != path.read_bytes():
+            return f"optax/{relative}"
+    return None
+
+
+def install_and_verify(tree: Path, python: Path | str = sys.executable) -> bool:
+    """Makes the optax that `python` imports exactly `tree`'s, installing it only when it is
+    not already (a reused environment); refuses unless every file then matches.
+    Returns whether it installed."""
+    if difference(tree, python) is None:
+        return False
+    install(tree, python)
+    different = difference(tree, python)
+    if different is not None:
+        raise GateError(
+            f"the optax imported from {installed_optax_root(python)} is not {tree.name}: {different} differs "
+            "after installing it; remove the environment and run the session again"
+        )
+    return True
 
 
 def optax_test_modules(tree: Path, series_file: Path) -> list[Path]:

@@ -2,11 +2,16 @@
 
 A test marked `@pytest.mark.defect("NAME")` is FAIL_TO_PASS: it asserts the true
 property, so it fails wherever defect NAME is present. Every other test is
-PASS_TO_PASS. `--known-defects=NAME,...` declares the defects expected in the
-optax under test; tests marked with them become strict expected failures, so a
-run is green only if each declared defect is actually reproduced. A defect that
-no patch fixes (a limit of the method, registered with `patch=None` in
-gatekit/defects.py) is a strict expected failure everywhere.
+PASS_TO_PASS. A detector states its property with `tests.lbfgs.report.check`,
+which raises DefectObserved, the defect's own symptom; anything else a detector
+raises (a precondition's plain assert included) is a crash.
+
+`--known-defects=NAME,...` declares the defects expected in the optax under test;
+tests marked with them become strict expected failures (raises=DefectObserved), so
+a plain pytest run is green only if each declared defect is actually reproduced.
+A defect that no patch fixes (a limit of the method, registered with `patch=None`
+in gatekit/defects.py) is a strict expected failure everywhere. The gate's sessions
+do not read pytest's outcome: gatekit/verdict.py judges the record of each test.
 """
 
 import os
@@ -14,6 +19,7 @@ import os
 import pytest
 
 from gatekit import GateError, defects
+from gatekit.defects import DefectObserved
 
 PATCH_STATE_VARIABLE = "LBFGS_GATE_PATCH_STATE"
 
@@ -46,13 +52,13 @@ def pytest_collection_modifyitems(config, items):
         limits = {name for name in names if defects.DEFECTS[name].patch is None}
         expected = sorted((set(names) & config.known_defects) | limits)
         if expected:
-            # raises=AssertionError: only the defect's own symptom counts as a reproduction;
-            # a crash for another reason still fails the run.
+            # raises=DefectObserved: only the defect's own symptom counts as a reproduction;
+            # a crash for another reason (a plain assert too) still fails the run.
             item.add_marker(
                 pytest.mark.xfail(
                     reason=f"known defect {', '.join(expected)}",
                     strict=True,
-                    raises=AssertionError,
+                    raises=DefectObserved,
                 )
             )
 

@@ -1,15 +1,21 @@
 """Primal L-BFGS runs whose results must not change under the patch series.
 
 The series only touches derivatives, so every iterate and value of these runs must
-be bitwise identical before and after it. tools/record_primal_reference.py records
-them on the release as published (in its pinned environment); test_primal_identity.py
-compares the optax under test against that record.
+be bitwise identical before and after it. `python -m tests.lbfgs.primal` records them
+on the tree without the series (the gate's sessions do, with that tree first on
+PYTHONPATH: gatekit.pipeline.primal_reference); test_primal_identity.py compares the
+optax under test against that record.
+
+    python -m tests.lbfgs.primal                 # writes tests/lbfgs/data/primal-optax-V-jax-W.json
+    python -m tests.lbfgs.primal --output F --expect-optax-in DIR
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -86,3 +92,48 @@ def decode(entry: dict) -> np.ndarray:
 
 def load_reference(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def record(output: Path) -> int:
+    """Runs every problem in both dtypes with the optax imported here; writes the record."""
+    import jax
+
+    records = []
+    for problem in problems():
+        for dtype in ("float32", "float64"):
+            # float32 runs with x64 off, as a float32 user runs them (see tests/lbfgs/conftest.py).
+            jax.config.update("jax_enable_x64", dtype == "float64")
+            outputs = run(problem, dtype)
+            records.append({"problem": problem["name"], "dtype": dtype,
+                            "outputs": {key: encode(value) for key, value in outputs.items()}})
+    reference = {
+        "recorded_with": {name: version(name) for name in ("optax", "jax", "jaxlib", "numpy")},
+        "num_steps": NUM_STEPS,
+        "problems": [{key: (value.tolist() if hasattr(value, "tolist") else value) for key, value in p.items()}
+                     for p in problems()],
+        "records": records,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(reference, indent=1) + "\n")
+    print(f"wrote {output}: {len(records)} runs of optax {version('optax')}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.lbfgs.primal", description=record.__doc__)
+    parser.add_argument("--output", type=Path, help="where to write the record (default: tests/lbfgs/data/...)")
+    parser.add_argument("--expect-optax-in", type=Path,
+                        help="refuse unless the optax imported here comes from this folder")
+    args = parser.parse_args(argv)
+    import optax
+
+    imported_from = Path(optax.__file__).resolve().parent.parent
+    if args.expect_optax_in and imported_from != args.expect_optax_in.resolve():
+        print(f"error: optax is imported from {imported_from}, not {args.expect_optax_in}: "
+              "put that folder first on PYTHONPATH", file=sys.stderr)
+        return 2
+    return record(args.output or reference_path())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,17 @@ from importlib.metadata import version
 
 import numpy as np
 
+from gatekit.defects import DefectObserved
 from tests.conftest import patch_state
+
+
+def check(holds, message) -> None:
+    """The one place a detector asserts its property: if it does not hold, that is the
+    defect's symptom, raised as DefectObserved (the gate counts nothing else as a
+    detection). `message` is the failure report, or a function that builds it (only
+    on failure: reports print whole arrays)."""
+    if not bool(holds):
+        raise DefectObserved(message() if callable(message) else message)
 
 
 def _literal(array) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.lbfgs import solvers
-from tests.lbfgs.report import problem_report
+from tests.lbfgs.report import check, problem_report
 
 # A well-conditioned problem (condition number 2.6), with b chosen so that the first
 # gradient -b is far from zero: only the divisions can make the gradient NaN, not the
@@ -44,10 +44,10 @@ def _gradient_of_sum(A, b, x0, num_steps):
 def test_gradient_through_unroll_is_finite_from_the_first_step(A, b, num_steps, dtype):
     A, b, x0 = _problem(A, b, dtype)
     gradient = _gradient_of_sum(A, b, x0, num_steps)
-    assert np.all(np.isfinite(gradient)), problem_report(
+    check(np.all(np.isfinite(gradient)), lambda: problem_report(
         f"jax.grad through {num_steps} step(s) of scale_by_lbfgs is not finite", A=A, b=b, x0=x0,
         solver="scale_by_lbfgs_unroll", derivative="grad", dtype=dtype, got=gradient, num_steps=num_steps,
-    )
+    ))
 
 
 @pytest.mark.parametrize("A, b", PROBLEMS)
@@ -75,9 +75,9 @@ def test_gradient_after_convergence_matches_the_implicit_function_answer(A, b, d
     gradient = _gradient_of_sum(A, b, x0, CONVERGED_STEPS)
     implicit = np.linalg.solve(np.asarray(A, np.float64), np.ones(A.shape[0]))
     error = np.max(np.abs(np.asarray(gradient, np.float64) - implicit)) / np.max(np.abs(implicit))
-    assert error <= _tolerance(A), problem_report(
+    check(error <= _tolerance(A), lambda: problem_report(
         f"jax.grad after {CONVERGED_STEPS} steps is not A^-1 1 = {implicit} "
         f"(relative error {error:.3g} > {_tolerance(A):.3g})",
         A=A, b=b, x0=x0, solver="scale_by_lbfgs_unroll", derivative="grad", dtype=dtype, got=gradient,
         num_steps=CONVERGED_STEPS,
-    )
+    ))

@@ -1,0 +1,93 @@
+"""The fork's own environment: pins chosen by its optax version, the fork installed and verified."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from gatekit import CONSTRAINTS_DIR, PROJECT_ROOT, GateError, series, tree
+from gatekit.fork.source import _last_line
+
+REQUIREMENTS = PROJECT_ROOT / "requirements" / "test.txt"
+
+
+def find_uv() -> str:
+    """The uv binary to build the fork's environment with, or "" to fall back to venv + pip.
+
+    The nox session calls this in nox's own interpreter, where uv is installed
+    alongside nox even when it is not on PATH, and passes it on as $UV.
+    """
+    if os.environ.get("UV"):
+        return os.environ["UV"]
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv") or ""
+
+
+def constraints_for(version: str) -> tuple[Path, bool]:
+    """constraints/optax-<version>.txt, or the nearest release's; and whether it is exact.
+
+    Nearest by release number; between two equally near, the newer, since a fork
+    declares the version it started from and its requirements only grow.
+    """
+    known = {}
+    for path in CONSTRAINTS_DIR.glob("optax-*.txt"):
+        release = path.name[len("optax-") : -len(".txt")]
+        known[series.version_tuple(release)] = path
+    if not known:
+        raise GateError(f"no constraints/optax-<release>.txt in {CONSTRAINTS_DIR}: the fork's pins cannot be chosen")
+    wanted = series.version_tuple(version)
+    if wanted in known:
+        return known[wanted], True
+
+    def number(key):
+        major, minor, micro = (*key, 0, 0, 0)[:3]
+        return major * 1_000_000 + minor * 1_000 + micro
+
+    nearest = min(known, key=lambda key: (abs(number(key) - number(wanted)), -number(key)))
+    return known[nearest], False
+
+
+def fork_constraints(constraints: Path, destination: Path) -> Path:
+    """The pins without the optax pin: the fork is the optax to install, whatever it calls itself."""
+    lines = [line for line in constraints.read_text().splitlines() if not re.match(r"^\s*optax\s*(==|@|$)", line)]
+    destination.write_text("\n".join(lines) + "\n")
+    return destination
+
+
+def _run_quiet(command: list[str], what: str) -> None:
+    print("+", " ".join(command), flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise GateError(f"{what} failed ({_last_line(result.stderr)}): fix the pins or the fork's dependencies")
+
+
+def build_environment(env_dir: Path, tree: Path, constraints: Path, uv: str) -> Path:
+    """A fresh environment with the suite's requirements and the fork's optax; its python."""
+    python = env_dir / "bin" / "python"
+    if uv:
+        _run_quiet([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the environment")
+        install = [uv, "pip", "install", "--quiet", "--python", str(python)]
+    else:
+        _run_quiet([sys.executable, "-m", "venv", str(env_dir)], "creating the environment")
+        install = [str(python), "-m", "pip", "install", "--quiet"]
+    _run_quiet([*install, "-r", str(REQUIREMENTS), "-c", str(constraints)], "installing the suite's requirements")
+    # No build isolation: flit-core comes pinned from the requirements, so the
+    # build needs no index; the fork's own dependencies still resolve under the pins.
+    _run_quiet([*install, "--no-build-isolation", str(tree), "-c", str(constraints)], "installing the fork")
+    verify_installed(python, tree)
+    return python
+
+
+def verify_installed(python: Path, tree_dir: Path) -> None:
+    """Refuses unless the optax the environment imports is, file for file, the fork's."""
+    different = tree.difference(tree_dir, python)
+    if different is not None:
+        raise GateError(f"the installed optax is not the fork: {different} differs; run the gate again")

@@ -1,0 +1,281 @@
+"""The gate's verdict: records of what each test did (gatekit/record.py) in, one decision out.
+
+Every session that judges (unpatched, patched, upstream, matrix, fork) calls `judge`;
+nothing else decides. The rules:
+
+- A detector (a test marked with defects) of a defect expected present (every defect
+  the series fixes, in `unpatched`; every limit, everywhere) must be *reproduced*:
+  raise DefectObserved. One that passes no longer detects its defect.
+- A detector whose defects are all expected absent (`patched`, `upstream`, `fork`)
+  must pass; a reproduction means the defect is present.
+- A defect the fork maintainer accepts (`--accept`) may be reproduced or not.
+- Every other test (PASS_TO_PASS) must pass.
+- Whatever the expectation, a test that crashed, was skipped or was not run, a
+  collection error, an empty run, a defect expected without any detector, and a
+  hypothesis test that did not run under the required profile are red: the gate
+  cannot have detected what it did not run.
+- `measure` (the matrix on a release as published) expects nothing: each defect's
+  state is measured, and a defect that could not be measured is red.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gatekit import defects as registry
+
+PROFILE = "ci"
+MIN_EXAMPLES = 200
+# What each source of tests is called in reports.
+SOURCES = {"suite": "suite", "optax": "optax-side"}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a session expects of the optax it runs against."""
+
+    # Defects the series fixes that must be reproduced (limits always must).
+    present: frozenset[str] = frozenset()
+    # Defects a fork maintainer accepts: present or not, with the reason shown.
+    accepted: dict[str, str] = field(default_factory=dict)
+    # True for the matrix on a release as published: measure, expect nothing.
+    measure: bool = False
+    # Only the detectors ran (pytest -m defect): PASS_TO_PASS tests are not expected.
+    detectors_only: bool = False
+    profile: str | None = PROFILE
+
+    def wants(self, names: list[str]) -> str:
+        """What a detector marked with `names` must do: reproduced, passed or either."""
+        if self.measure:
+            return "either"
+        if any(name in self.present or registry.DEFECTS[name].patch is None for name in names):
+            return "reproduced"
+        if any(name in self.accepted for name in names):
+            return "either"
+        return "passed"
+
+    def of(self, name: str) -> str:
+        if registry.DEFECTS[name].patch is None:
+            return "limit (present)"
+        if self.measure:
+            return "measured"
+        if name in self.accepted:
+            return "accepted"
+        return "present" if name in self.present else "absent"
+
+
+@dataclass
+class Row:
+    expected: str
+    detectors: int = 0
+    reproduced: int = 0
+    passed: int = 0
+    crashed: int = 0
+    skipped: int = 0
+    not_run: int = 0
+    optax_tests: int = 0
+    optax_reproduced: int = 0
+    optax_passed: int = 0
+    outcome: str = ""
+
+
+@dataclass
+class Verdict:
+    session: str
+    verdict: str  # "green" or "red"
+    profile: str
+    reasons: list[str]
+    defects: dict[str, Row]
+    accepted: dict[str, str]
+    tests: dict[str, int]
+    examples: dict[str, dict]
+
+    @property
+    def green(self) -> bool:
+        return self.verdict == "green"
+
+    def to_json(self) -> dict:
+        document = asdict(self)
+        document["defects"] = {name: asdict(row) for name, row in self.defects.items()}
+        return document
+
+
+def _count(row: Row, outcome: str, source: str) -> None:
+    if source == "optax":
+        row.optax_tests += 1
+        if outcome == "reproduced":
+            row.optax_reproduced += 1
+        elif outcome == "passed":
+            row.optax_passed += 1
+        else:
+            # Crashes of optax-side tests are counted with the suite's: one column each.
+            setattr(row, outcome.replace(" ", "_"), getattr(row, outcome.replace(" ", "_")) + 1)
+        return
+    row.detectors += 1
+    setattr(row, outcome.replace(" ", "_"), getattr(row, outcome.replace(" ", "_")) + 1)
+
+
+def _describe(nodeid: str, test: dict) -> str:
+    what = test.get("outcome", "not run")
+    detail = ": ".join(part for part in (test.get("exception"), test.get("message")) if part)
+    return f"{nodeid} {what}" + (f" in {test['phase']} ({detail})" if test.get("phase") else "")
+
+
+def judge(session: str, records: dict[str, dict], expectation: Expectation) -> Verdict:
+    """The verdict of one session from its records ({"suite": record, "optax": record})."""
+    reasons: list[str] = []
+    rows = {name: Row(expectation.of(name)) for name in registry.DEFECTS}
+    counts = {"total": 0, "passed": 0, "reproduced": 0, "crashed": 0, "skipped": 0, "not run": 0}
+    examples: dict[str, dict] = {}
+    profiles: set[str] = set()
+    for source, record in records.items():
+        inventory = record.get("inventory", {})
+        tests = record.get("tests", {})
+        label = SOURCES.get(source, source)
+        if not inventory:
+            reasons.append(f"{label}: no test was collected")
+        for error in record.get("collection_errors", []):
+            reasons.append(f"{label}: collection error: {error}")
+        for nodeid in sorted(set(inventory) | set(tests)):
+            test = tests.get(nodeid, {"outcome": "not run"})
+            names = inventory.get(nodeid, test.get("defects", []))
+            unknown = [name for name in names if name not in registry.DEFECTS]
+            if unknown:
+                reasons.append(f"{nodeid} is marked with unknown defect {unknown[0]!r}")
+                continue
+            outcome = test["outcome"]
+            if not names and expectation.detectors_only and outcome == "not run":
+                continue  # the matrix runs the detectors only
+            counts["total"] += 1
+            counts[outcome] += 1
+            settings = test.get("hypothesis")
+            if settings:
+                profiles.add(settings["profile"] or "none")
+                examples[nodeid] = test.get("examples") or {}
+                if expectation.profile and (settings["profile"] != expectation.profile
+                                            or not settings["derandomize"]
+                                            or settings["max_examples"] < MIN_EXAMPLES
+                                            or settings["report_multiple_bugs"]):
+                    reasons.append(
+                        f"{nodeid} ran under hypothesis profile {settings['profile']!r} "
+                        f"(max_examples {settings['max_examples']}, derandomize {settings['derandomize']}, "
+                        f"report_multiple_bugs {settings['report_multiple_bugs']}): the gate requires "
+                        f"profile {expectation.profile!r}, derandomized, >= {MIN_EXAMPLES} examples, one bug reported"
+                    )
+            for name in names:
+                _count(rows[name], outcome, source)
+            if outcome == "skipped" and not names and source == "optax":
+                continue  # optax's own tests skip what this machine lacks (several devices, say)
+            if outcome in ("crashed", "skipped", "not run"):
+                reasons.append(f"{_describe(nodeid, test)}: not a detection")
+                continue
+            if not names:
+                if outcome != "passed":
+                    reasons.append(f"PASS_TO_PASS {_describe(nodeid, test)}")
+                continue
+            wanted = expectation.wants(names)
+            if wanted == "reproduced" and outcome != "reproduced":
+                reasons.append(f"{', '.join(names)}: {nodeid} passed: it no longer detects its defect")
+            elif wanted == "passed" and outcome != "passed":
+                reasons.append(f"{', '.join(names)} present: {_describe(nodeid, test)}")
+    for name, row in rows.items():
+        row.outcome = _outcome(row, expectation.of(name))
+        expected = expectation.of(name)
+        if row.detectors == 0 and expected in ("present", "limit (present)", "absent"):
+            if any(record.get("inventory") for record in records.values()):
+                reasons.append(f"{name}: no detector ran in the suite")
+        if expectation.measure and row.outcome.startswith("not measured"):
+            reasons.append(f"{name}: {row.outcome}")
+    profile = ", ".join(sorted(profiles)) or "no hypothesis test"
+    return Verdict(session, "red" if reasons else "green", profile, _unique(reasons), rows,
+                   dict(expectation.accepted), counts, examples)
+
+
+def _unique(reasons: list[str]) -> list[str]:
+    return list(dict.fromkeys(reasons))
+
+
+def _outcome(row: Row, expected: str) -> str:
+    failing = row.crashed + row.skipped + row.not_run
+    total = row.detectors + row.optax_tests
+    reproduced = row.reproduced + row.optax_reproduced
+    if total == 0:
+        return "no detector"
+    if reproduced:
+        state = "present"
+    elif failing:
+        return f"not measured ({failing} crashed, skipped or not run)"
+    else:
+        state = "absent"
+    if expected == "accepted":
+        return f"accepted, {state}"
+    if failing:
+        return f"{state}, but {failing} crashed, skipped or not run"
+    if expected in ("present", "limit (present)"):
+        return "reproduced" if reproduced == total else f"present, {total - reproduced} detectors missed it"
+    return state
+
+
+# --- showing it ---------------------------------------------------------------------------------
+
+def table(verdict: Verdict) -> str:
+    """The verdict table a person reads, then one line: GATE GREEN or GATE RED: why."""
+    header = ["defect", "expected", "suite detectors reproduced/total", "optax-side tests", "outcome"]
+    lines = [header]
+    for name, row in verdict.defects.items():
+        optax = f"{row.optax_reproduced}/{row.optax_tests} reproduced" if row.optax_tests else "-"
+        lines.append([name, row.expected, f"{row.reproduced}/{row.detectors}", optax, row.outcome])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            for line in lines]
+    for name, reason in verdict.accepted.items():
+        text.insert(0, f"ACCEPTED: {name} (present or not, it does not make the verdict red): {reason}")
+    counts = verdict.tests
+    text.append(f"tests: {counts['total']} ({counts['passed']} passed, {counts['reproduced']} reproduced a defect, "
+                f"{counts['crashed']} crashed, {counts['skipped']} skipped, {counts['not run']} not run); "
+                f"hypothesis profile: {verdict.profile}")
+    discarded = {nodeid: e for nodeid, e in verdict.examples.items() if e.get("invalid")}
+    for nodeid, e in sorted(discarded.items()):
+        total = e.get("valid", 0) + e.get("invalid", 0) + e.get("interesting", 0)
+        text.append(f"discarded (assume or an invalid draw): {e['invalid']}/{total} examples of {nodeid.split('::')[-1]}")
+    if verdict.green:
+        text.append(f"GATE GREEN: {verdict.session}")
+    else:
+        shown = verdict.reasons[:8]
+        more = len(verdict.reasons) - len(shown)
+        text += [f"  - {reason}" for reason in shown] + ([f"  - ... and {more} more"] if more else [])
+        text.append(f"GATE RED: {verdict.session}: {verdict.reasons[0]}"
+                    + (f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else ""))
+    return "\n".join(text)
+
+
+def markdown(verdict: Verdict, context: list[str] = ()) -> str:
+    first = "GATE GREEN" if verdict.green else f"GATE RED: {verdict.reasons[0]}"
+    lines = [f"# {verdict.session}: {first}", ""]
+    lines += [f"- **accepted** `{name}`: {reason}" for name, reason in verdict.accepted.items()]
+    lines += [f"- {line}" for line in context]
+    lines += ["", "| defect | expected | suite detectors reproduced/total | optax-side tests | outcome |",
+              "|---|---|---|---|---|"]
+    for name, row in verdict.defects.items():
+        optax = f"{row.optax_reproduced}/{row.optax_tests}" if row.optax_tests else "-"
+        lines.append(f"| {name} | {row.expected} | {row.reproduced}/{row.detectors} | {optax} | {row.outcome} |")
+    if verdict.reasons:
+        lines += ["", "## Why red", ""] + [f"- {reason}" for reason in verdict.reasons]
+    return "\n".join(lines) + "\n"
+
+
+def write(verdict: Verdict, folder: Path, context: list[str] = (), extra: dict | None = None) -> None:
+    """verdict.json and report.md into `folder` (junit.xml and the log are written by the run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {**verdict.to_json(), **(extra or {})}
+    (folder / "verdict.json").write_text(json.dumps(document, indent=2) + "\n")
+    (folder / "report.md").write_text(markdown(verdict, context))
+
+
+def load_record(path: Path, label: str) -> dict:
+    """A record written by gatekit.record; a missing one is an empty run (red)."""
+    if not Path(path).is_file():
+        return {"inventory": {}, "tests": {}, "collection_errors": [f"{label}: pytest wrote no record"]}
+    return json.loads(Path(path).read_text())
