@@ -203,8 +203,14 @@ class Recorder:
         for part in sorted(self.path.parent.glob(f"{self.path.name}.inventory-*")):
             inventory.update(json.loads(part.read_text()))
             part.unlink()
+        compiles: dict[str, float] = dict(_compiles)  # this process's own (no xdist: all of them)
+        for part in sorted(self.path.parent.glob(f"{self.path.name}.compiles-*")):
+            for key, value in json.loads(part.read_text()).items():
+                compiles[key] = round(compiles.get(key, 0) + value, 3)
+            part.unlink()
         record = {
             "exitstatus": int(exitstatus),
+            "compiles": compiles,
             "inventory": inventory,
             "tests": self.tests,
             "collection_errors": self.collection_errors,
@@ -213,9 +219,50 @@ class Recorder:
         self.path.write_text(json.dumps(record, indent=1) + "\n")
 
 
+# What JAX compiled in this process (jax.monitoring's events): the cost that speed work counts.
+_JAX_EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "traces",
+    "/jax/core/compile/backend_compile_duration": "backend_compiles",
+    "/jax/compilation_cache/compile_requests_use_cache": "compile_requests",
+    "/jax/compilation_cache/cache_hits": "persistent_cache_hits",
+    "/jax/compilation_cache/cache_misses": "persistent_cache_misses",
+}
+_compiles: dict[str, float] = {}
+
+
+def _count_compiles() -> None:
+    try:
+        from jax import monitoring
+    except ImportError:  # a run without jax
+        return
+
+    def on_event(event, *args, **kwargs):
+        if event in _JAX_EVENTS:
+            _compiles[_JAX_EVENTS[event]] = _compiles.get(_JAX_EVENTS[event], 0) + 1
+
+    def on_duration(event, duration, *args, **kwargs):
+        if event in _JAX_EVENTS:
+            on_event(event)
+            key = f"{_JAX_EVENTS[event]}_seconds"
+            _compiles[key] = round(_compiles.get(key, 0.0) + float(duration), 3)
+
+    monitoring.register_event_listener(on_event)
+    monitoring.register_event_duration_secs_listener(on_duration)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    """A worker's counts, written before it tells the controller it has finished."""
+    path = _record_path(session.config)
+    if path is not None and _is_worker(session.config):
+        Path(f"{path}.compiles-{session.config.workerinput['workerid']}").write_text(json.dumps(_compiles))
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "defect(name): FAIL_TO_PASS test detecting the named defect")
     path = _record_path(config)
+    if path is not None:
+        _count_compiles()
     if path is not None and not _is_worker(config):
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f"{path.name}*"):

@@ -14,6 +14,8 @@ build/reports/<session>/: verdict.json, report.md, junit.xml, pytest logs.
 from __future__ import annotations
 
 import shutil
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from gatekit import GateError, defects, pipeline, runner, verdict, work_dir
@@ -37,13 +39,28 @@ def patchable_defects(build: pipeline.Build) -> frozenset[str]:
     return frozenset(d.name for d in defects.DEFECTS.values() if d.patch in applies)
 
 
+class Phases:
+    """Wall time of each phase of a session, printed as it ends and kept in verdict.json."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"[{name}: {self.seconds[name]} s]", flush=True)
+
+
 def _judge(session: str, build: pipeline.Build, records: dict, expectation: verdict.Expectation,
-           reports: Path) -> int:
+           reports: Path, phases: Phases) -> int:
     result = verdict.judge(session, records, expectation)
     context = [f"optax under test: {build.label}"]
     if not build.applied:
         context.append("primal identity: nothing applied, nothing to compare (test_primal_identity.py not run)")
-    verdict.write(result, reports, context, {"optax": build.label})
+    compiles = {source: record.get("compiles", {}) for source, record in records.items()}
+    verdict.write(result, reports, context, {"optax": build.label, "phases": phases.seconds, "compiles": compiles})
     print(verdict.table(result), flush=True)
     print(f"reports: {reports}", flush=True)
     return 0 if result.green else 1
@@ -51,37 +68,45 @@ def _judge(session: str, build: pipeline.Build, records: dict, expectation: verd
 
 def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:
     runner.check_pytest_args(pytest_args, "unpatched")
-    reports = reports_dir("unpatched")
-    build = pipeline.published(release, series_file, sdist_dir)
+    reports, phases = reports_dir("unpatched"), Phases()
+    with phases("install"):
+        build = pipeline.published(release, series_file, sdist_dir)
     if build.patched_tree is None:
         raise GateError(f"the series does not apply to optax {release} (see `python -m gatekit status`): "
                         "the unpatched session is for a release the series is made for")
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
-    optax = runner.run_optax_tests(
-        list(modules), build.patched_tree, reports=reports, name="optax", patch_state=build.label,
-        defect_modules={Path(m).name: d for m, d in modules.items()}, args=runner.default_workers([]))
-    suite = runner.run(
-        [runner.SUITE, f"--ignore={PRIMAL_TEST}"], reports=reports, name="suite", patch_state=build.label,
-        args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)])
+    with phases("optax-tests"):
+        optax = runner.run_optax_tests(
+            list(modules), build.patched_tree, reports=reports, name="optax", patch_state=build.label,
+            defect_modules={Path(m).name: d for m, d in modules.items()}, args=runner.default_workers([]))
+    with phases("suite"):
+        suite = runner.run(
+            [runner.SUITE, f"--ignore={PRIMAL_TEST}"], reports=reports, name="suite", patch_state=build.label,
+            args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)])
     return _judge("unpatched", build, {"optax": optax, "suite": suite},
-                  verdict.Expectation(present=expected), reports)
+                  verdict.Expectation(present=expected), reports, phases)
 
 
 def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None, session="patched") -> int:
     runner.check_pytest_args(pytest_args, session)
-    reports = reports_dir(session)
-    build = pipeline.patched(release, series_file, sdist_dir)
+    reports, phases = reports_dir(session), Phases()
+    with phases("install"):
+        build = pipeline.patched(release, series_file, sdist_dir)
     modules = pipeline.series_test_modules(build, series_file)
-    optax = runner.run_optax_tests(
-        [*modules, *UPSTREAM_TESTS], build.patched_tree, reports=reports, name="optax", patch_state=build.label,
-        defect_modules={Path(m).name: d for m, d in modules.items()}, args=runner.default_workers([]))
-    reference = pipeline.primal_reference(build.pristine)
-    suite = runner.run(
-        [runner.SUITE], reports=reports, name="suite", patch_state=build.label,
-        args=["--known-defects=", *runner.default_workers(pytest_args)],
-        env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)})
-    return _judge(session, build, {"optax": optax, "suite": suite}, verdict.Expectation(), reports)
+    with phases("optax-tests"):
+        optax = runner.run_optax_tests(
+            [*modules, *UPSTREAM_TESTS], build.patched_tree, reports=reports, name="optax",
+            patch_state=build.label, defect_modules={Path(m).name: d for m, d in modules.items()},
+            args=runner.default_workers([]))
+    with phases("record"):
+        reference = pipeline.primal_reference(build.pristine)
+    with phases("suite"):
+        suite = runner.run(
+            [runner.SUITE], reports=reports, name="suite", patch_state=build.label,
+            args=["--known-defects=", *runner.default_workers(pytest_args)],
+            env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)})
+    return _judge(session, build, {"optax": optax, "suite": suite}, verdict.Expectation(), reports, phases)
 
 
 def upstream(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:

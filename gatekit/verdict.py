@@ -236,10 +236,7 @@ def table(verdict: Verdict) -> str:
     text.append(f"tests: {counts['total']} ({counts['passed']} passed, {counts['reproduced']} reproduced a defect, "
                 f"{counts['crashed']} crashed, {counts['skipped']} skipped, {counts['not run']} not run); "
                 f"hypothesis profile: {verdict.profile}")
-    discarded = {nodeid: e for nodeid, e in verdict.examples.items() if e.get("invalid")}
-    for nodeid, e in sorted(discarded.items()):
-        total = e.get("valid", 0) + e.get("invalid", 0) + e.get("interesting", 0)
-        text.append(f"discarded (assume or an invalid draw): {e['invalid']}/{total} examples of {nodeid.split('::')[-1]}")
+    text.append(_examples_line(verdict.examples))
     if verdict.green:
         text.append(f"GATE GREEN: {verdict.session}")
     else:
@@ -249,6 +246,22 @@ def table(verdict: Verdict) -> str:
         text.append(f"GATE RED: {verdict.session}: {verdict.reasons[0]}"
                     + (f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else ""))
     return "\n".join(text)
+
+
+def _examples_line(examples: dict[str, dict]) -> str:
+    """Examples per property (valid ones), and the share hypothesis discarded (assume() or an
+    invalid draw); per property in verdict.json."""
+    if not examples:
+        return "hypothesis: no property ran"
+    valid = [e.get("valid", 0) for e in examples.values()]
+    discarded = {nodeid: e.get("invalid", 0) for nodeid, e in examples.items()}
+    total = sum(valid) + sum(discarded.values())
+    ran = {nodeid: discarded[nodeid] + examples[nodeid].get("valid", 0) for nodeid in examples}
+    worst = max(discarded, key=lambda nodeid: discarded[nodeid] / max(1, ran[nodeid]))
+    worst_total = ran[worst]
+    return (f"hypothesis: {len(examples)} properties, valid examples per property {min(valid)} to {max(valid)}; "
+            f"discarded {sum(discarded.values())}/{total} (most: {discarded[worst]}/{worst_total} in "
+            f"{worst.split('::')[-1]})")
 
 
 def markdown(verdict: Verdict, context: list[str] = ()) -> str:
