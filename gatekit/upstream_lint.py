@@ -177,7 +177,7 @@ def check_pins() -> None:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
             raise GateError(
-                f"{name} is not installed: pip install ruff flake8 pylint -c {TOOLS_CONSTRAINTS.name}"
+                f"{name} is not installed: pip install ruff flake8 pylint -c constraints/{TOOLS_CONSTRAINTS.name}"
             ) from None
         if name in pins and installed != pins[name]:
             raise GateError(f"{name} {installed} is installed, constraints/tools.txt pins {pins[name]}")
