@@ -49,6 +49,14 @@ DEFECTS = {
                "solution in fewer steps than the tangent needs, after which its steps are zero and "
                "nothing corrects the tangent (in the directions of b or of A): O(1) off the implicit one",
                None),
+        # Limits found on the shapes users differentiate (tests/lbfgs/test_warm_starts.py,
+        # tests/lbfgs/test_objectives.py): no patch fixes them.
+        Defect("warm-start-at-solution",
+               "a solve started at (or within its stopping tolerance of) its own solution takes almost no "
+               "step: unrolled differentiation differentiates those steps, not the solution, and misses "
+               "dx*/db = H^-1 by 0.3 to 1 relative (every release, with or without the series); "
+               "differentiate the solution implicitly instead",
+               None),
     )
 }
 
