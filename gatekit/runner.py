@@ -14,7 +14,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from gatekit import PROJECT_ROOT, GateError, work_dir
@@ -108,23 +107,46 @@ def run(targets: list[str], *, reports: Path, name: str, patch_state: str, args:
     return result
 
 
-def run_optax_tests(tests: list[str], tree: Path, *, reports: Path, name: str, patch_state: str,
-                    defect_modules: dict[str, str], args: list[str] = (),
-                    python: Path | str = sys.executable) -> dict:
-    """optax test files from `tree`, run against the optax installed in `python`'s environment.
+def copy_optax_tests(tests: list[str], tree: Path, folder: Path) -> list[str]:
+    """optax test files (node ids relative to `tree`) copied into `folder`; their new node ids.
 
-    The files are copied out of the tree: run in place, pytest would import them as
-    part of the tree's `optax` package, and so test the tree, not the install.
-    `defect_modules` marks the tests of a file (by name) as detectors of a defect.
+    Run in place, pytest would import them as part of the tree's `optax` package, and so
+    test the tree, not the install: copied out, they import the installed optax.
     """
-    with tempfile.TemporaryDirectory(prefix="optax-tests-") as scratch:
-        (Path(scratch) / "pytest.ini").write_text("[pytest]\n")
-        targets = []
-        for test in tests:
-            relative, _, node = test.partition("::")
-            copy = Path(scratch) / Path(relative).name
-            shutil.copyfile(Path(tree) / relative, copy)
-            targets.append(f"{copy.name}::{node}" if node else copy.name)
-        marks = [f"--gate-defect-module={file}={defect}" for file, defect in defect_modules.items()]
-        return run(targets, reports=reports, name=name, patch_state=patch_state, args=[*marks, *args],
-                   python=python, cwd=Path(scratch), label=f"pytest {' '.join(tests)}  (copied from the tree)")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    targets = []
+    for test in tests:
+        relative, _, node = test.partition("::")
+        copy = folder / Path(relative).name
+        shutil.copyfile(Path(tree) / relative, copy)
+        target = os.path.relpath(copy, PROJECT_ROOT)
+        targets.append(f"{target}::{node}" if node else target)
+    return targets
+
+
+def run_with_optax_tests(suite_targets: list[str], optax_tests: list[str], tree: Path, *, reports: Path,
+                         patch_state: str, defect_modules: dict[str, str], args: list[str] = (),
+                         python: Path | str = sys.executable, env_extra: dict | None = None) -> dict[str, dict]:
+    """The suite and optax's own test files in one pytest run, one pool of workers (one
+    import of jax per worker, both cores busy to the end); the record split by source:
+    {"suite": ..., "optax": ...}. `defect_modules` marks the tests of a file (by name) as
+    detectors of a defect (the modules the series adds)."""
+    folder = reports / "optax-tests"
+    targets = copy_optax_tests(optax_tests, tree, folder)
+    marks = [f"--gate-defect-module={file}={defect}" for file, defect in defect_modules.items()]
+    record = run([*suite_targets, *targets], reports=reports, name="suite", patch_state=patch_state,
+                 args=[*marks, *args], python=python, env_extra=env_extra,
+                 label=f"pytest {' '.join(suite_targets)} + optax's {' '.join(optax_tests)} (copied from the tree)")
+    prefix = os.path.relpath(folder, PROJECT_ROOT) + "/"
+    split = {}
+    for source, keep in (("suite", lambda nodeid: not nodeid.startswith(prefix)),
+                         ("optax", lambda nodeid: nodeid.startswith(prefix))):
+        split[source] = {
+            **record,
+            "inventory": {k: v for k, v in record.get("inventory", {}).items() if keep(k)},
+            "tests": {k: v for k, v in record.get("tests", {}).items() if keep(k)},
+            "collection_errors": [e for e in record.get("collection_errors", []) if keep(e)],
+        }
+    split["optax"]["compiles"] = {}  # one process pool: the counts are the suite's record's
+    return split

@@ -76,15 +76,12 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
                         "the unpatched session is for a release the series is made for")
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
-    with phases("optax-tests"):
-        optax = runner.run_optax_tests(
-            list(modules), build.patched_tree, reports=reports, name="optax", patch_state=build.label,
-            defect_modules={Path(m).name: d for m, d in modules.items()}, args=runner.default_workers([]))
-    with phases("suite"):
-        suite = runner.run(
-            [runner.SUITE, f"--ignore={PRIMAL_TEST}"], reports=reports, name="suite", patch_state=build.label,
+    with phases("tests"):
+        records = runner.run_with_optax_tests(
+            [runner.SUITE, f"--ignore={PRIMAL_TEST}"], list(modules), build.patched_tree, reports=reports,
+            patch_state=build.label, defect_modules={Path(m).name: d for m, d in modules.items()},
             args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)])
-    return _judge("unpatched", build, {"optax": optax, "suite": suite},
+    return _judge("unpatched", build, records,
                   verdict.Expectation(present=expected), reports, phases)
 
 
@@ -94,19 +91,15 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
     with phases("install"):
         build = pipeline.patched(release, series_file, sdist_dir)
     modules = pipeline.series_test_modules(build, series_file)
-    with phases("optax-tests"):
-        optax = runner.run_optax_tests(
-            [*modules, *UPSTREAM_TESTS], build.patched_tree, reports=reports, name="optax",
-            patch_state=build.label, defect_modules={Path(m).name: d for m, d in modules.items()},
-            args=runner.default_workers([]))
     with phases("record"):
         reference = pipeline.primal_reference(build.pristine)
-    with phases("suite"):
-        suite = runner.run(
-            [runner.SUITE], reports=reports, name="suite", patch_state=build.label,
+    with phases("tests"):
+        records = runner.run_with_optax_tests(
+            [runner.SUITE], [*modules, *UPSTREAM_TESTS], build.patched_tree, reports=reports,
+            patch_state=build.label, defect_modules={Path(m).name: d for m, d in modules.items()},
             args=["--known-defects=", *runner.default_workers(pytest_args)],
             env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)})
-    return _judge(session, build, {"optax": optax, "suite": suite}, verdict.Expectation(), reports, phases)
+    return _judge(session, build, records, verdict.Expectation(), reports, phases)
 
 
 def upstream(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:

@@ -34,7 +34,7 @@ jax.config.update("jax_enable_x64", True)
 
 from tests.lbfgs import solvers  # noqa: E402
 from tests.lbfgs import strategies as problems  # noqa: E402
-from tests.lbfgs.test_properties import DOMAIN, HESSIANS, IMPLICIT_SOLVE, LOG_SUM_EXP_DOMAIN  # noqa: E402
+from tests.lbfgs.claims import DOMAIN, HESSIANS, IMPLICIT_SOLVE, LOG_SUM_EXP_DOMAIN  # noqa: E402
 
 
 def measure(objective: str, examples: int, random_seed: int, domain=None, starts=problems.AWAY_FROM_OPTIMUM

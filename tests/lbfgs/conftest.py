@@ -13,8 +13,9 @@ from hypothesis import settings
 
 # float64 problems need x64. float32 problems run with x64 off, as a float32 user
 # runs them: optax 0.2.3 and 0.2.4 crash in the zoom linesearch on float32
-# parameters when x64 is on, so the two dtypes cannot share the setting.
-jax.config.update("jax_enable_x64", True)
+# parameters when x64 is on, so the two dtypes cannot share the setting. The fixture
+# below sets it per test and restores it after, so that optax's own tests, which the
+# gate runs in the same pytest processes, see JAX as they would alone.
 
 # Compilation dominates the first example of each configuration: no deadline. One bug
 # reported per property (report_multiple_bugs=False): a second failing assertion site

@@ -10,6 +10,7 @@ Static choices (step counts, tolerances, memory) are keyword arguments bound by
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -118,15 +119,28 @@ def scale_by_lbfgs_unroll(A, b, x0, *, num_steps: int, step_size: float = 0.5):
     return x
 
 
-@functools.cache
-def compiled(name: str, transform: str = "value", argnum: int = 1, **static):
+def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **static):
     """One jitted function per (solver, derivative, static configuration).
 
     transform: "value", "jacfwd" (Jacobian of the final iterate w.r.t. argument
     `argnum`: 0 = A, 1 = b, 2 = x0), "jvp" (takes tangents for A, b, x0 after the
     primals) or "grad" (reverse mode, of sum(x) w.r.t. argument `argnum`).
+
+    Spellings of one configuration share one function: defaults are filled in and
+    `argnum` is ignored where the transform takes none, so a configuration is traced
+    once per process however a test names it (tracing costs seconds).
     """
-    solver = functools.partial(SOLVERS[name], **static)
+    defaults = {key: parameter.default for key, parameter in inspect.signature(SOLVERS[name]).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    argnum = tuple(argnum) if isinstance(argnum, list | tuple) else argnum
+    if transform in ("value", "jvp"):
+        argnum = None
+    return _compiled(name, transform, argnum, tuple(sorted({**defaults, **static}.items())))
+
+
+@functools.cache
+def _compiled(name: str, transform: str, argnum, static: tuple):
+    solver = functools.partial(SOLVERS[name], **dict(static))
 
     def final_iterate(A, b, x0):
         out = solver(A, b, x0)

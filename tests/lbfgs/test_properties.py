@@ -13,36 +13,22 @@ from hypothesis import HealthCheck, Phase, assume, event, example, given, note, 
 from tests.lbfgs import examples as pinned
 from tests.lbfgs import solvers
 from tests.lbfgs import strategies as problems
+from tests.lbfgs.claims import (
+    ALL_ARGUMENTS,
+    DOMAIN,
+    HESSIANS,
+    IMPLICIT_SOLVE,
+    IMPLICIT_TOLERANCE,
+    LOG_SUM_EXP_DOMAIN,
+    REVERSE,
+    SOLVE,
+    UNROLL,
+)
 from tests.lbfgs.report import check, problem_report
 
 float64 = pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])
 float32 = pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
 
-# The domains each property claims; what lies outside is measured and kept as strict
-# expected failures below (brief, section 3). Boundaries measured with the fix applied.
-DOMAIN = {
-    np.float64: problems.Domain(
-        max_condition=1e4, eigen_decades=(-2.0, 2.0), data_decades=(-20.0, 20.0), offset_decades=(-6.0, 6.0)
-    ),
-    np.float32: problems.Domain(
-        max_condition=1e3, eigen_decades=(-1.0, 1.0), data_decades=(-3.0, 3.0), offset_decades=(-1.0, 3.0)
-    ),
-}
-# The relative tolerance must be reachable in the dtype: a solve that cannot reach it
-# iterates on rounding noise until max_steps (brief, section 3).
-SOLVE = {
-    np.float64: dict(max_steps=100, rel_tol=1e-10),
-    np.float32: dict(max_steps=30, rel_tol=1e-3),
-}
-# The implicit-derivative properties differentiate a solve that takes one more step after
-# it stops: the tangent lags the iterate by one (solvers.lbfgs_solve). Without it, a solve
-# that lands on the solution stops a step before its tangent (limit stopping-rule-ignores-tangent).
-IMPLICIT_SOLVE = dict(SOLVE[np.float64], extra_steps=1)
-# Fixed unrolls run on after convergence, where each step shrinks the step length by
-# about the dtype's epsilon: these counts stay inside the finite region (measured).
-UNROLL = {np.float64: dict(num_steps=4), np.float32: dict(num_steps=2)}
-REVERSE = {np.float64: dict(num_steps=20), np.float32: dict(num_steps=20)}
-ALL_ARGUMENTS = (0, 1, 2)
 # Every property's settings: the loaded profile (tests/lbfgs/conftest.py), with one health
 # check off. `dtype` is a parametrized argument, which hypothesis counts as a function-scoped
 # fixture; it is the same for every example and nothing in it needs resetting between them.
@@ -273,27 +259,6 @@ def _reached_tolerance(residual, steps, static):
     return reached
 
 
-# Tolerance for |H J - I| (H the Hessian at the solution, J = d x*/d b from forward mode).
-# With the preconditioner and the stepsize held constant (0003, 0004), the tangent follows
-# the iterate one step behind; after the extra step (IMPLICIT_SOLVE) it is off the implicit
-# derivative by what the stopping rule leaves of the iterate's error, amplified by how
-# well the L-BFGS memory has learned H in the directions the tangent needs: measured, not
-# derived. tools/measure_implicit_tolerance.py draws these properties' problems with a
-# search steered toward the largest |H J - I| (hypothesis.target); 2000 examples each,
-# seed 7, on optax 0.2.4 + the series: quadratics at most 6.6e-5, log-sum-exp (its own
-# domain, below) at most 1.4e-4. 1e-3 is about ten times the worst. The defects sit far
-# above: with the memory and stepsize differentiated (0001 and 0002 only) 6.9 and 91, with
-# the stepsize alone (0001 to 0003) 1.7 and 0.25.
-IMPLICIT_TOLERANCE = 1e-3
-# The log-sum-exp term dominates a problem whose quadratic data are small: its gradient is
-# ~1/n along the ones vector, which (as log-sum-exp is shift-invariant) its Hessian maps to
-# zero, and a gradient there can stay in an invariant subspace (limit
-# stopping-rule-ignores-tangent). Eigenvalues >= 1 and |x*| >= 1 keep |b| >= 1 > 1/n.
-LOG_SUM_EXP_DOMAIN = problems.Domain(
-    max_condition=1e4, eigen_decades=(0.0, 2.0), data_decades=(0.0, 3.0), offset_decades=(-6.0, 6.0)
-)
-
-
 def _check_implicit_jacobian(problem, objective):
     static = dict(IMPLICIT_SOLVE, objective=objective)
     _describe(problem)
@@ -330,19 +295,6 @@ def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     (limit no-step-at-optimum).
     """
     _check_implicit_jacobian(problem, "quadratic")
-
-
-def _softmax_hessian(A):
-    """Hessian of log-sum-exp(x) + 1/2 x'Ax at x, written in numpy, independently of jax."""
-    def hessian_at(x):
-        p = np.exp(x - x.max())
-        p /= p.sum()
-        return np.asarray(A) + np.diag(p) - np.outer(p, p)
-
-    return hessian_at
-
-
-HESSIANS = {"quadratic": lambda A: lambda x: np.asarray(A), "log-sum-exp": _softmax_hessian}
 
 
 @pytest.mark.defect("memory-leak")
@@ -532,7 +484,7 @@ def test_solve_converged_in_invariant_subspace_jacobian_is_inverse_hessian(A, b,
     and the steps after that (the extra one included) are zero, so nothing corrects the tangent."""
     A, b, x0 = (np.array(v, np.float64) for v in (A, b, x0))
     x, steps, residual = solvers.compiled("lbfgs_solve", "value", **IMPLICIT_SOLVE)(A, b, x0)
-    jacobian = np.asarray(solvers.compiled("lbfgs_solve", "jacfwd", 1, **IMPLICIT_SOLVE)(A, b, x0))
+    jacobian = np.asarray(solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **IMPLICIT_SOLVE)(A, b, x0)[1])
     error = np.linalg.norm(A @ jacobian - np.eye(len(b)), 2)
     check(error <= IMPLICIT_TOLERANCE, lambda: (
         f"|A J - I| = {error:.3g} after {int(steps)} steps (relative residual {float(residual):.3g}): "
