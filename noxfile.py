@@ -57,7 +57,7 @@ def upstream(session):
 @nox.session(python=PYTHON)
 def gate_selftest(session):
     """Tests of the gate's own machinery: verdict rules, series, sdists, trees, errors (no jax)."""
-    session.install("pytest", "pip", "hypothesis", "-c", BASE)
+    session.install("pytest", "pytest-xdist", "pip", "hypothesis", "-c", BASE)
     # The tests themselves stay offline: the sdists they build trees from are fetched here.
     _gatekit(session, "fetch", *GATE_TEST_RELEASES)
     session.run("pytest", "tests/gate", *session.posargs)

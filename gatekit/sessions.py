@@ -68,9 +68,10 @@ def _judge(session: str, build: pipeline.Build, records: dict, expectation: verd
 
 def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:
     runner.check_pytest_args(pytest_args, "unpatched")
-    reports, phases = reports_dir("unpatched"), Phases()
+    phases = Phases()
     with phases("install"):
         build = pipeline.published(release, series_file, sdist_dir)
+    reports = reports_dir("unpatched")
     if build.patched_tree is None:
         raise GateError(f"the series does not apply to optax {release} (see `python -m gatekit status`): "
                         "the unpatched session is for a release the series is made for")
@@ -87,9 +88,10 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
 
 def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None, session="patched") -> int:
     runner.check_pytest_args(pytest_args, session)
-    reports, phases = reports_dir(session), Phases()
+    phases = Phases()
     with phases("install"):
         build = pipeline.patched(release, series_file, sdist_dir)
+    reports = reports_dir(session)
     modules = pipeline.series_test_modules(build, series_file)
     with phases("record"):
         reference = pipeline.primal_reference(build.pristine)

@@ -122,7 +122,9 @@ def install(tree: Path, python: Path | str = sys.executable) -> None:
 def installed_optax_root(python: Path | str = sys.executable) -> Path:
     """The folder holding the `optax` package that `python` imports."""
     result = subprocess.run(
-        [str(python), "-c", "import optax, pathlib; print(pathlib.Path(optax.__file__).parent.parent)"],
+        # find_spec locates the package without importing it (and so without its dependencies).
+        [str(python), "-c",
+         "import importlib.util as u, pathlib; print(pathlib.Path(u.find_spec('optax').origin).parent.parent)"],
         capture_output=True, text=True, check=False, cwd=tempfile.gettempdir(),
     )
     if result.returncode != 0:

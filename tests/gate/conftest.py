@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gatekit import PROJECT_ROOT, WORK_DIR, sdist, tree
+from gatekit import PROJECT_ROOT, sdist, work_dir
 
 
 @pytest.fixture(scope="session")
 def sdist_dir() -> Path:
     """$LBFGS_GATE_SDIST_DIR, or build/sdists where `python -m gatekit fetch` puts them."""
-    folder = Path(os.environ.get(sdist.SDIST_DIR_VARIABLE) or WORK_DIR / "sdists")
+    folder = Path(os.environ.get(sdist.SDIST_DIR_VARIABLE) or work_dir() / "sdists")
     assert (folder / "optax-0.2.4.tar.gz").is_file(), (
         f"no optax sdists in {folder}: run `python -m gatekit fetch 0.2.4 0.2.8` first "
         "(`nox -s gate_selftest` does)"
@@ -29,8 +29,7 @@ def sdist_dir() -> Path:
 @pytest.fixture(autouse=True)
 def private_work_dir(tmp_path, monkeypatch):
     """Trees built in-process go to a scratch folder, never to the project's build/."""
-    monkeypatch.setattr(tree, "WORK_DIR", tmp_path / "work")
-    monkeypatch.setattr(sdist, "WORK_DIR", tmp_path / "work")
+    monkeypatch.setenv("LBFGS_GATE_WORK_DIR", str(tmp_path / "work"))
 
 
 @pytest.fixture()

@@ -4,7 +4,9 @@ import os
 import shutil
 import sys
 
-SERIES_OPTIONS = ("install-patched", "--release", "0.2.4", "--series")
+import pytest
+
+SERIES_OPTIONS = ("session", "patched", "--release", "0.2.4", "--series")
 
 
 def _one_line_error(result, *fragments):
@@ -54,13 +56,13 @@ def test_patch_that_does_not_apply_leaves_no_tree(gate, tmp_path):
 
 
 def test_unknown_release(gate):
-    _one_line_error(gate("install-patched", "--release", "0.1.99"), "0.1.99 is not a known release")
+    _one_line_error(gate("session", "patched", "--release", "0.1.99"), "0.1.99 is not a known release")
 
 
 def test_sdist_missing_from_the_local_folder(gate, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = gate("install-patched", "--release", "0.2.4", env={"LBFGS_GATE_SDIST_DIR": str(empty)})
+    result = gate("session", "patched", "--release", "0.2.4", env={"LBFGS_GATE_SDIST_DIR": str(empty)})
     _one_line_error(result, "optax-0.2.4.tar.gz not found")
     _no_tree_left(gate.work)
 
@@ -69,7 +71,7 @@ def test_sdist_with_the_wrong_hash(gate, tmp_path):
     forged = tmp_path / "forged"
     forged.mkdir()
     (forged / "optax-0.2.4.tar.gz").write_bytes(b"not the release")
-    result = gate("install-patched", "--release", "0.2.4", env={"LBFGS_GATE_SDIST_DIR": str(forged)})
+    result = gate("session", "patched", "--release", "0.2.4", env={"LBFGS_GATE_SDIST_DIR": str(forged)})
     _one_line_error(result, "does not match the sha256")
     _no_tree_left(gate.work)
 
@@ -78,7 +80,7 @@ def test_sdist_that_cannot_be_downloaded(gate, tmp_path):
     # No index and nothing to find locally: pip download fails at once, offline.
     offline = {"LBFGS_GATE_SDIST_DIR": "", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path),
                "PIP_CONFIG_FILE": os.devnull}
-    result = gate("install-patched", "--release", "0.2.4", env=offline)
+    result = gate("session", "patched", "--release", "0.2.4", env=offline)
     _one_line_error(result, "could not download the optax 0.2.4 sdist", "check the network")
     _no_tree_left(gate.work)
     assert not list((gate.work / "sdists").glob("*.tar.gz"))
@@ -88,7 +90,7 @@ def test_missing_git(gate, tmp_path):
     bare = tmp_path / "bin"
     bare.mkdir()
     os.symlink(sys.executable, bare / "python")
-    result = gate("install-patched", "--release", "0.2.4", env={"PATH": str(bare)})
+    result = gate("session", "patched", "--release", "0.2.4", env={"PATH": str(bare)})
     _one_line_error(result, "'git' not found on PATH", "install git")
     _no_tree_left(gate.work)
 
@@ -98,21 +100,39 @@ def test_status_of_a_folder_that_is_not_a_tree(gate, tmp_path):
     _one_line_error(result, "is not an optax source tree")
 
 
-def test_verify_refuses_an_optax_that_is_not_the_patched_tree(gate, pristine_tree, tmp_path):
-    # A stand-in "installed optax": the release as published, found first on PYTHONPATH.
-    site = tmp_path / "site"
-    shutil.copytree(pristine_tree / "optax", site / "optax", ignore=shutil.ignore_patterns("__init__.py"))
-    (site / "optax/__init__.py").write_text("")
-    result = gate("verify", "--release", "0.2.4", env={"PYTHONPATH": str(site)})
-    _one_line_error(result, "is not the patched tree", "optax/_src/", "reinstalls")
+def _stand_in(tree_dir, site):
+    """A stand-in "installed optax": `tree_dir`'s package, found first on PYTHONPATH."""
+    shutil.copytree(tree_dir / "optax", site / "optax")
+    return site
 
 
-def test_verify_accepts_the_patched_tree(gate, sdist_dir, tmp_path):
+def test_installed_optax_that_is_not_the_patched_tree_is_named(sdist_dir, pristine_tree, tmp_path, monkeypatch):
     from gatekit import PATCHES_DIR, tree
 
     patched = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
-    site = tmp_path / "site"
-    shutil.copytree(patched / "optax", site / "optax", ignore=shutil.ignore_patterns("__init__.py"))
-    (site / "optax/__init__.py").write_text("")
-    result = gate("verify", "--release", "0.2.4", env={"PYTHONPATH": str(site)})
-    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("PYTHONPATH", str(_stand_in(pristine_tree, tmp_path / "site")))
+    assert tree.difference(patched) == "optax/_src/lbfgs_identity_scale_test.py"
+
+
+def test_installed_patched_tree_is_verified(sdist_dir, tmp_path, monkeypatch):
+    from gatekit import PATCHES_DIR, tree
+
+    patched = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
+    monkeypatch.setenv("PYTHONPATH", str(_stand_in(patched, tmp_path / "site")))
+    assert tree.difference(patched) is None
+    (tmp_path / "site/optax/_src/transform.py").write_text("# edited\n")
+    assert tree.difference(patched) == "optax/_src/transform.py"
+
+
+@pytest.mark.parametrize("arguments", [["-k", "primal"], ["tests/lbfgs/test_seed_leak.py"], ["-x"],
+                                       ["--deselect", "tests/lbfgs/test_seed_leak.py"], ["-m", "not defect"],
+                                       ["-p", "no:gatekit.record"]])
+def test_gate_session_refuses_arguments_that_select_tests(gate, arguments):
+    result = gate("session", "unpatched", "--", *arguments)
+    _one_line_error(result, f"`{arguments[0]}` is not allowed in the unpatched session", "runs every test")
+    assert not (gate.work / "reports").exists()
+
+
+def test_fork_accept_needs_a_known_defect_and_a_reason(gate, tmp_path):
+    _one_line_error(gate("fork", str(tmp_path), "--accept", "seed-leek=typo"), "'seed-leek' is not a defect")
+    _one_line_error(gate("fork", str(tmp_path), "--accept", "stepsize-leak"), "give the reason")

@@ -14,7 +14,12 @@ import sys
 
 import pytest
 
-from gatekit import PATCHES_DIR, PROJECT_ROOT, fork, series
+from gatekit import PATCHES_DIR, PROJECT_ROOT, defects, series
+from gatekit import verdict as verdicts
+from gatekit.fork import environment
+from gatekit.fork.advice import find_defects, patch_statuses
+from gatekit.fork.report import Report, markdown
+from gatekit.fork.source import Checkout
 from tests.gate import forks
 
 P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
@@ -45,7 +50,7 @@ def simulated(tmp_path_factory, sdist_dir):
 def fork_gate(gate, tmp_path):
     """`python -m gatekit fork ...` with private output and temporary folders.
 
-    Returns (process, report.json as a dict or None); `fork_gate.output` and
+    Returns (process, verdict.json as a dict or None); `fork_gate.output` and
     `fork_gate.tmp` are the folders, for checking that nothing is left behind.
     """
     output, scratch = tmp_path / "out", tmp_path / "tmp"
@@ -53,7 +58,7 @@ def fork_gate(gate, tmp_path):
 
     def run(*args):
         result = gate("fork", *args, "--output", str(output), env={"TMPDIR": str(scratch)})
-        report = output / "report.json"
+        report = output / "verdict.json"
         return result, (json.loads(report.read_text()) if report.is_file() else None)
 
     run.output, run.tmp = output, scratch
@@ -223,18 +228,20 @@ def _bad_input_leaves_nothing(fork_gate, args, fragment):
     assert list(fork_gate.tmp.iterdir()) == [], "scratch folders left behind"
 
 
-# --- the verdict, from a real pytest JUnit report ----------------------------------------------------
+# --- the verdict, from a real pytest run with the gate's record ---------------------------------------
 
 SYNTHETIC_SUITE = """
 import pytest
+from gatekit.defects import DefectObserved
 
 @pytest.mark.defect("seed-leak")
 def test_leaks_through_the_seed():
-    assert False, "Jacobian is not finite\\nreproduce:\\n    print(solve(A, b, x0))"
+    raise DefectObserved("Jacobian is not finite\\nreproduce:\\n    print(solve(A, b, x0))")
 
 @pytest.mark.defect("seed-leak")
 def test_leaks_again_with_a_longer_report():
-    assert False, "Jacobian is not finite\\nproblem: 3-d\\ndtype float64\\nreproduce:\\n    print(solve(A, b, x0))"
+    raise DefectObserved("Jacobian is not finite\\nproblem: 3-d\\ndtype float64\\nreproduce:\\n"
+                         "    print(solve(A, b, x0))")
 
 @pytest.mark.defect("seed-leak")
 def test_seed_without_leak():
@@ -249,125 +256,119 @@ def test_pass_to_pass_that_fails():
 """
 
 
-def _junit(tmp_path, suite_text):
-    """A JUnit report of a small suite, made by pytest with the gate's plugin, as the gate runs it."""
+def _record(tmp_path, suite_text):
+    """The record of a small suite, made by pytest with the gate's plugin, as the gate runs it."""
     folder = tmp_path / "synthetic"
     folder.mkdir()
-    (folder / "conftest.py").write_text(
-        "def pytest_configure(config):\n    config.addinivalue_line('markers', 'defect(name): FAIL_TO_PASS')\n"
-    )
     (folder / "test_synthetic.py").write_text(suite_text)
-    junit = folder / "junit.xml"
+    record = folder / "record.json"
     # Run from its own folder, so that none of the project's pytest configuration applies.
-    code = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "gatekit.pytest_defects",
-            "-p",
-            "no:cacheprovider",
-            f"--junitxml={junit}",
-            "test_synthetic.py",
-        ],
-        cwd=folder,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        check=False,
-    ).returncode
-    return code, junit
+    subprocess.run([sys.executable, "-m", "pytest", "-p", "gatekit.record", f"--gate-record={record}",
+                    "-p", "no:cacheprovider", "test_synthetic.py"],
+                   cwd=folder, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, check=False)
+    return {"suite": verdicts.load_record(record, "suite")}
 
 
 def _checkout(source):
-    return fork.Checkout(str(source), "HEAD", "0" * 40, source)
+    return Checkout(str(source), "HEAD", "0" * 40, source)
 
 
 def _table(tree, version="0.2.4"):
-    return fork.patch_statuses(tree, version, PATCHES_DIR / "series")
+    return patch_statuses(tree, version, PATCHES_DIR / "series")
 
 
-def test_failing_defect_test_makes_the_verdict_red_naming_defect_patch_and_command(simulated, tmp_path):
-    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
-    assert code == 1
-    statuses, paths = _table(simulated["pristine"])
-    verdict, counts, findings, others = fork.judge(_checkout(simulated["pristine"]), statuses, paths, code, junit)
-    assert verdict == "red"
-    assert counts == {"tests": 5, "failures": 4, "errors": 0, "skipped": 0, "pytest_exit": 1}
+def _with_other_detectors(suite):
+    """A passing detector for each defect `suite` has none for, a reproducing one for each limit:
+    the verdict wants every registered defect to have run."""
+    lines = [suite, "\nfrom gatekit.defects import DefectObserved\n"]
+    for name, defect in defects.DEFECTS.items():
+        if f"defect('{name}')" in suite or f'defect("{name}")' in suite:
+            continue
+        body = "raise DefectObserved('limit')" if defect.patch is None else "pass"
+        lines.append(f"\n@pytest.mark.defect({name!r})\ndef test_other_{name.replace('-', '_')}():\n    {body}\n")
+    return "".join(lines)
+
+
+def _findings(tmp_path, tree, suite=SYNTHETIC_SUITE, accepted=None):
+    records = _record(tmp_path, _with_other_detectors(suite))
+    judged = verdicts.judge("fork", records, verdicts.Expectation(accepted=accepted or {}))
+    statuses, paths = _table(tree)
+    return judged, find_defects(judged, records, statuses, paths, _checkout(tree))
+
+
+def test_reproduced_defect_makes_the_verdict_red_naming_defect_patch_and_command(simulated, tmp_path):
+    judged, findings = _findings(tmp_path, simulated["pristine"])
+    assert judged.verdict == "red"
     # Only the seed leak shows its own symptom; a TypeError is not the reverse-NaN defect.
     (finding,) = findings
     assert (finding.name, finding.patch, finding.patch_state) == ("seed-leak", P0001, "applies")
     assert finding.command == f"git -C {simulated['pristine']} am {PATCHES_DIR / P0001}"
     assert finding.tests == [
-        "test_synthetic::test_leaks_through_the_seed",
-        "test_synthetic::test_leaks_again_with_a_longer_report",
+        "test_synthetic.py::test_leaks_again_with_a_longer_report",
+        "test_synthetic.py::test_leaks_through_the_seed",
     ]
-    # The minimal example is the shortest report, whole, without pytest's indentation.
+    # The minimal example is the shortest report, whole.
     assert finding.example == {
-        "test": "test_synthetic::test_leaks_through_the_seed",
-        "message": "AssertionError: Jacobian is not finite\nreproduce:\n    print(solve(A, b, x0))",
+        "test": "test_synthetic.py::test_leaks_through_the_seed",
+        "message": "Jacobian is not finite\nreproduce:\n    print(solve(A, b, x0))",
     }
-    assert [o["test"] for o in others] == [
-        "test_synthetic::test_crashes_for_another_reason",
-        "test_synthetic::test_pass_to_pass_that_fails",
-    ]
-    assert others[0]["message"].startswith("TypeError: true_fun and false_fun")
+    assert any("test_crashes_for_another_reason crashed in call (TypeError: true_fun" in r for r in judged.reasons)
+    assert any(r.startswith("PASS_TO_PASS test_synthetic.py::test_pass_to_pass_that_fails crashed")
+               for r in judged.reasons)
 
 
 def test_defect_whose_patch_conflicts_is_advised_a_three_way_git_am(simulated, tmp_path):
-    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
-    statuses, paths = _table(simulated["conflict"])
-    _, _, (finding,), _ = fork.judge(_checkout(simulated["conflict"]), statuses, paths, code, junit)
+    _, (finding,) = _findings(tmp_path, simulated["conflict"])
     assert finding.patch_state == "conflicts"
     assert finding.command == f"git -C {simulated['conflict']} am -3 {PATCHES_DIR / P0001}"
     assert "optax/_src/transform.py, hunk at line 1698" in finding.advice
 
 
 def test_defect_in_a_fork_that_carries_its_patch_is_named_with_nothing_to_apply(simulated, tmp_path):
-    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
-    statuses, paths = _table(simulated["series"])
-    _, _, (finding,), _ = fork.judge(_checkout(simulated["series"]), statuses, paths, code, junit)
+    _, (finding,) = _findings(tmp_path, simulated["series"])
     assert finding.patch_state == "applied" and finding.command == ""
     assert "the tested tree carries it (already applied)" in finding.advice
 
 
+SUITE_WITHOUT_FAILURES = "import pytest\n\n@pytest.mark.defect('seed-leak')\ndef test_fine():\n    pass\n"
+
+
 def test_suite_without_failures_is_green(simulated, tmp_path):
-    code, junit = _junit(tmp_path, "import pytest\n\n@pytest.mark.defect('seed-leak')\ndef test_fine():\n    pass\n")
-    statuses, paths = _table(simulated["series"])
-    verdict, counts, findings, others = fork.judge(_checkout(simulated["series"]), statuses, paths, code, junit)
-    assert (verdict, findings, others) == ("green", [], [])
-    assert counts["tests"] == 1 and counts["failures"] == 0
+    judged, findings = _findings(tmp_path, simulated["series"], SUITE_WITHOUT_FAILURES)
+    assert (judged.verdict, findings) == ("green", [])
+
+
+def test_accepted_defect_is_green_and_said_first(simulated, tmp_path):
+    suite = ("import pytest\nfrom gatekit.defects import DefectObserved\n\n@pytest.mark.defect('seed-leak')\n"
+             "def test_leak():\n    raise DefectObserved('NaN')\n")
+    judged, (finding,) = _findings(tmp_path, simulated["pristine"], suite, {"seed-leak": "the fork pins 0.2.4"})
+    assert judged.verdict == "green" and finding.name == "seed-leak"
+    report = Report(verdict=judged.verdict, fork=_fork_info(simulated["pristine"]), run="as is", patches=[],
+                    findings=[finding.__dict__], judged=judged)
+    text = markdown(report)
+    assert text.startswith("# optax fork gate: GATE GREEN\n\n- **accepted, not fixed**: `seed-leak`: the fork pins")
+
+
+def _fork_info(tree):
+    return {"source": str(tree), "ref": "HEAD", "commit": "0" * 40, "optax_version": "0.2.4",
+            "constraints": "constraints/optax-0.2.4.txt", "constraints_exact": True}
 
 
 def test_markdown_summary_has_verdict_table_and_minimal_example(simulated, tmp_path):
-    code, junit = _junit(tmp_path, SYNTHETIC_SUITE)
-    checkout = _checkout(simulated["pristine"])
-    statuses, paths = _table(simulated["pristine"])
-    verdict, counts, findings, others = fork.judge(checkout, statuses, paths, code, junit)
-    report = fork.Report(
-        verdict=verdict,
-        fork={
-            "source": checkout.source,
-            "ref": "HEAD",
-            "commit": checkout.commit,
-            "optax_version": "0.2.4",
-            "constraints": "constraints/optax-0.2.4.txt",
-            "constraints_exact": True,
-        },
-        run="as is",
-        patches=[s.__dict__ for s in statuses],
-        suite=counts,
-        defects=[f.__dict__ for f in findings],
-        other_failures=others,
-    )
-    text = fork.markdown(report)
-    assert text.startswith("# optax fork gate: RED\n")
+    judged, findings = _findings(tmp_path, simulated["pristine"])
+    statuses, _ = _table(simulated["pristine"])
+    report = Report(verdict=judged.verdict, fork=_fork_info(simulated["pristine"]), run="as is",
+                    patches=[s.__dict__ for s in statuses], findings=[f.__dict__ for f in findings], judged=judged)
+    text = markdown(report)
+    assert text.startswith("# optax fork gate: GATE RED: ")
+    assert "| seed-leak | absent | 2/3 | - | present |" in text
     assert f"| `{P0001}` | applies cleanly |  |" in text
     assert "### seed-leak: " in text
     assert f"git -C {simulated['pristine']} am {PATCHES_DIR / P0001}" in text
-    assert "AssertionError: Jacobian is not finite\nreproduce:\n    print(solve(A, b, x0))" in text
-    assert "`test_synthetic::test_pass_to_pass_that_fails`: AssertionError: primal value changed" in text
+    assert "Jacobian is not finite\nreproduce:\n    print(solve(A, b, x0))" in text
+    document = report.to_json()
+    assert document["session"] == "fork" and document["verdict"] == "red"
+    assert document["defects"]["seed-leak"]["reproduced"] == 2
 
 
 # --- pins for the fork's version -------------------------------------------------------------------
@@ -387,14 +388,14 @@ def test_markdown_summary_has_verdict_table_and_minimal_example(simulated, tmp_p
 def test_pins_are_the_forks_release_or_the_nearest_known(version, expected, exact, tmp_path, monkeypatch):
     for name in ("optax-0.2.4.txt", "optax-0.2.8.txt", "tools.txt", "sdists.txt"):
         (tmp_path / name).write_text("")
-    monkeypatch.setattr(fork, "CONSTRAINTS_DIR", tmp_path)
-    assert fork.constraints_for(version) == (tmp_path / expected, exact)
+    monkeypatch.setattr(environment, "CONSTRAINTS_DIR", tmp_path)
+    assert environment.constraints_for(version) == (tmp_path / expected, exact)
 
 
 def test_fork_environment_does_not_pin_optax_itself(tmp_path):
     pins = tmp_path / "pins.txt"
     pins.write_text("optax==0.2.4\njax==0.4.35\noptax-extra==1.0\n")
-    assert fork._fork_constraints(pins, tmp_path / "fork.txt").read_text() == "jax==0.4.35\noptax-extra==1.0\n"
+    assert environment.fork_constraints(pins, tmp_path / "fork.txt").read_text() == "jax==0.4.35\noptax-extra==1.0\n"
 
 
 # --- the workflow a fork copies ----------------------------------------------------------------------

@@ -44,7 +44,11 @@ def test_git_am_keeps_each_patch_as_one_commit_with_its_message(pristine_tree):
 def test_each_patch_has_a_dep3_header(patch):
     info = series.read_patch(patch)
     assert info.subject, f"{patch.name}: no subject"
-    assert "Bug" in info.trailers, f"{patch.name}: no Bug: trailer"
+    # DEP-3: Bug: is a URL; a patch not reported upstream says Forwarded: no and has no Bug: line.
+    if info.trailers.get("Forwarded") == "no":
+        assert "Bug" not in info.trailers, f"{patch.name}: Forwarded: no, yet a Bug: line"
+    else:
+        assert info.trailers.get("Bug", "").startswith("https://"), f"{patch.name}: Bug: is not a URL"
     assert "Origin" in info.trailers or "Forwarded" in info.trailers, f"{patch.name}: no Origin:/Forwarded:"
     assert "Applied-Upstream" in info.trailers or info.trailers.get("Forwarded") in ("no", "yes"), (
         f"{patch.name}: says neither Applied-Upstream: nor Forwarded:"

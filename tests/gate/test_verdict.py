@@ -1,0 +1,214 @@
+"""The verdict's rules (gatekit/verdict.py), on small generated suites run by pytest itself.
+
+Each test writes a suite with pytester, runs it with the record plugin as the gate runs
+the real one (`-p gatekit.record`), and judges the record as the unpatched, patched,
+fork or matrix session would. No jax: the defects' names are real, the tests are not.
+"""
+
+import pytest
+
+from gatekit import defects, verdict
+
+pytest_plugins = ["pytester"]
+
+PATCHABLE = sorted(name for name, d in defects.DEFECTS.items() if d.patch)
+LIMITS = sorted(name for name, d in defects.DEFECTS.items() if d.patch is None)
+HEADER = "import pytest\nfrom gatekit.defects import DefectObserved\n\n"
+
+UNPATCHED = verdict.Expectation(present=frozenset(PATCHABLE))
+PATCHED = verdict.Expectation()
+MATRIX_PUBLISHED = verdict.Expectation(measure=True, detectors_only=True)
+MATRIX_PATCHED = verdict.Expectation(detectors_only=True)
+
+
+def _suite(tests: str) -> str:
+    """Every defect gets one detector in `tests` or here: the verdict wants one for each."""
+    lines = [HEADER, tests]
+    for name in [*PATCHABLE, *LIMITS]:
+        if f"defect({name!r})" in tests or f'defect("{name}")' in tests:
+            continue
+        function = name.replace("-", "_")
+        if name in LIMITS:
+            lines.append(f"\n@pytest.mark.defect({name!r})\ndef test_limit_{function}():\n"
+                         f"    raise DefectObserved('limit {name}')\n")
+        else:
+            lines.append(f"\n@pytest.mark.defect({name!r})\ndef test_{function}(request):\n"
+                         f"    if request.config.getoption('--symptoms'):\n"
+                         f"        raise DefectObserved('{name} seen')\n")
+    return "".join(lines)
+
+
+CONFTEST = """
+def pytest_addoption(parser):
+    parser.addoption("--symptoms", action="store_true", help="the defects are present")
+"""
+
+
+@pytest.fixture()
+def judge(pytester):
+    """Runs a generated suite with the record plugin; returns the verdict for an expectation."""
+    pytester.makeconftest(CONFTEST)
+
+    def run(tests: str, expectation: verdict.Expectation, *args: str, symptoms: bool | None = None,
+            session: str = "unpatched"):
+        pytester.makepyfile(test_generated=_suite(tests))
+        record = pytester.path / "record.json"
+        present = expectation.present or expectation.measure if symptoms is None else symptoms
+        options = ["-p", "gatekit.record", f"--gate-record={record}", "-p", "no:cacheprovider", *args]
+        pytester.runpytest(*options, *(["--symptoms"] if present else []))
+        return verdict.judge(session, {"suite": verdict.load_record(record, "suite")}, expectation)
+
+    return run
+
+
+SEED_DETECTOR = "@pytest.mark.defect('seed-leak')\ndef test_seed_detector(request):\n"
+
+
+def test_every_defect_reproduced_is_green_unpatched(judge):
+    result = judge("", UNPATCHED)
+    assert result.verdict == "green", result.reasons
+    assert all(row.outcome == "reproduced" for row in result.defects.values())
+
+
+def test_no_defect_left_is_green_patched(judge):
+    result = judge("", PATCHED, session="patched")
+    assert result.verdict == "green", result.reasons
+    assert {result.defects[name].outcome for name in PATCHABLE} == {"absent"}
+
+
+def test_detector_that_passes_is_red_unpatched(judge):
+    result = judge(SEED_DETECTOR + "    pass\n", UNPATCHED)
+    assert result.verdict == "red"
+    assert any("test_seed_detector passed: it no longer detects" in r for r in result.reasons)
+
+
+def test_defect_observed_is_red_patched_and_present_in_the_matrix(judge):
+    detector = SEED_DETECTOR + "    raise DefectObserved('Jacobian is NaN')\n"
+    patched = judge(detector, PATCHED, symptoms=False, session="patched")
+    assert patched.verdict == "red" and patched.defects["seed-leak"].outcome == "present"
+    matrix = judge(detector, MATRIX_PATCHED, symptoms=False, session="matrix")
+    assert matrix.verdict == "red" and matrix.defects["seed-leak"].reproduced == 1
+
+
+@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED, MATRIX_PUBLISHED],
+                         ids=["unpatched", "patched", "matrix"])
+def test_plain_assertion_error_is_a_crash_not_a_detection(judge, expectation):
+    # A precondition or a helper's assert: an AssertionError, but not the defect's symptom.
+    result = judge(SEED_DETECTOR + "    assert False, 'precondition: |g0| > 1'\n", expectation)
+    assert result.verdict == "red"
+    assert result.defects["seed-leak"].crashed == 1 and result.defects["seed-leak"].reproduced == 0
+    assert any("crashed in call (AssertionError: precondition" in r for r in result.reasons)
+
+
+def test_exception_group_of_symptoms_is_one_reproduction(judge):
+    detector = SEED_DETECTOR + ("    raise ExceptionGroup('two sites', [DefectObserved('a'), DefectObserved('b')])\n")
+    result = judge(detector, UNPATCHED)
+    assert result.verdict == "green", result.reasons
+
+
+def test_exception_group_with_another_error_is_a_crash(judge):
+    detector = SEED_DETECTOR + "    raise ExceptionGroup('two sites', [DefectObserved('a'), TypeError('b')])\n"
+    for expectation in (UNPATCHED, MATRIX_PUBLISHED):
+        result = judge(detector, expectation)
+        assert result.verdict == "red" and result.defects["seed-leak"].crashed == 1
+
+
+@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED, MATRIX_PUBLISHED],
+                         ids=["unpatched", "patched", "matrix"])
+def test_skip_inside_a_detector_is_red(judge, expectation):
+    result = judge(SEED_DETECTOR + "    pytest.skip('no device')\n", expectation)
+    assert result.verdict == "red"
+    assert result.defects["seed-leak"].skipped == 1
+
+
+@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED], ids=["unpatched", "patched"])
+def test_deselected_detectors_are_red(judge, expectation):
+    result = judge("def test_primal_identity():\n    pass\n", expectation, "-k", "primal")
+    assert result.verdict == "red"
+    assert result.defects["seed-leak"].not_run == 1
+    assert any("test_seed_leak not run" in r for r in result.reasons)
+
+
+def test_collection_error_is_red(judge, pytester):
+    pytester.makepyfile(test_broken="import not_a_module\n")
+    result = judge("", UNPATCHED)
+    assert result.verdict == "red"
+    assert any("collection error" in r and "test_broken" in r for r in result.reasons)
+
+
+@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED], ids=["unpatched", "patched"])
+def test_limit_that_starts_passing_is_red(judge, expectation):
+    name = LIMITS[0]
+    tests = f"@pytest.mark.defect({name!r})\ndef test_limit_passes():\n    pass\n"
+    result = judge(tests, expectation)
+    assert result.verdict == "red"
+    assert any(f"{name}: " in r and "no longer detects" in r for r in result.reasons)
+
+
+def test_symptom_in_a_pass_to_pass_test_is_red(judge):
+    result = judge("def test_primal_identity():\n    raise DefectObserved('bits differ')\n", PATCHED,
+                   session="patched")
+    assert result.verdict == "red"
+    assert any(r.startswith("PASS_TO_PASS test_generated.py::test_primal_identity reproduced") for r in result.reasons)
+
+
+def test_weaker_hypothesis_profile_is_red(judge, pytester):
+    pytester.makeconftest(CONFTEST + (
+        "from hypothesis import settings\n"
+        "settings.register_profile('dev', max_examples=5)\n"
+        "settings.load_profile('dev')\n"))
+    tests = ("from hypothesis import given, strategies as st\n\n"
+             "@given(st.integers())\ndef test_property(x):\n    pass\n")
+    result = judge(tests, PATCHED, session="patched")
+    assert result.verdict == "red"
+    assert any("ran under hypothesis profile 'dev'" in r for r in result.reasons)
+
+
+def test_ci_profile_property_is_green_and_its_examples_counted(judge, pytester):
+    pytester.makeconftest(CONFTEST + (
+        "from hypothesis import settings\n"
+        "settings.register_profile('ci', max_examples=200, derandomize=True, report_multiple_bugs=False)\n"
+        "settings.load_profile('ci')\n"))
+    tests = ("from hypothesis import assume, given, strategies as st\n\n"
+             "@given(st.integers(0, 1000))\ndef test_property(x):\n    assume(x % 10)\n")
+    result = judge(tests, PATCHED, session="patched")
+    assert result.verdict == "green", result.reasons
+    (examples,) = result.examples.values()
+    assert examples["valid"] == 200 and examples["invalid"] > 0
+
+
+def test_accepted_defect_present_is_green_and_said_first(judge):
+    accepted = verdict.Expectation(accepted={"stepsize-leak": "upstream prefers 0004 opt-in"})
+    tests = ("@pytest.mark.defect('stepsize-leak')\ndef test_stepsize():\n"
+             "    raise DefectObserved('NaN after 15 steps')\n")
+    result = judge(tests, accepted, symptoms=False, session="fork")
+    assert result.verdict == "green", result.reasons
+    assert result.defects["stepsize-leak"].outcome == "accepted, present"
+    assert verdict.table(result).splitlines()[0].startswith("ACCEPTED: stepsize-leak")
+
+
+def test_accepting_one_defect_does_not_silence_another(judge):
+    accepted = verdict.Expectation(accepted={"stepsize-leak": "opt-in upstream"})
+    result = judge(SEED_DETECTOR + "    raise DefectObserved('NaN')\n", accepted, symptoms=False, session="fork")
+    assert result.verdict == "red"
+    assert any(r.startswith("seed-leak present") for r in result.reasons)
+
+
+def test_missing_record_is_red():
+    result = verdict.judge("patched", {"suite": verdict.load_record("/nonexistent/record.json", "suite")},
+                           PATCHED)
+    assert result.verdict == "red"
+    assert any("no test was collected" in r for r in result.reasons)
+
+
+def test_matrix_on_a_published_release_measures_without_expectation(judge):
+    result = judge("", MATRIX_PUBLISHED, symptoms=True, session="matrix")
+    assert result.verdict == "green", result.reasons
+    assert all(row.reproduced == row.detectors == 1 for row in result.defects.values())
+
+
+def test_table_ends_with_one_verdict_line(judge):
+    green = judge("", UNPATCHED)
+    assert verdict.table(green).splitlines()[-1] == "GATE GREEN: unpatched"
+    red = judge(SEED_DETECTOR + "    pass\n", UNPATCHED)
+    assert verdict.table(red).splitlines()[-1].startswith("GATE RED: unpatched: seed-leak: ")
