@@ -79,9 +79,9 @@ def record_reference(session):
 
 @nox.session(python=PYTHON)
 def fork(session):
-    """Gate an optax fork: patch table, suite, verdict (-- SOURCE [--ref REF] [--apply] [--accept DEFECT:REASON])."""
+    """Gate an optax fork: patch table, suite, verdict (-- SOURCE [--ref REF] [--apply] [--accept DEFECT=REASON])."""
     if not session.posargs or session.posargs[0].startswith("-"):
-        session.error("Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--accept DEFECT:REASON] [--table-only] "
+        session.error("Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--accept DEFECT=REASON] [--table-only] "
                       "[--output DIR] [-- PYTEST]")
     from gatekit.fork.environment import find_uv
 
