@@ -60,8 +60,8 @@ DEFECTS = {
         Defect("float32-rounding-noise-curvature",
                "a float32 unroll of scale_by_lbfgs run past convergence stores curvature pairs of rounding "
                "noise (weights 1/(y^T s) up to 1e24, some negative): the iterate is thrown off the solution "
-               "(|grad f| up 1e2 to 1e14 times from its best) and the reverse gradient is NaN (jax 0.4.35) or "
-               "off the implicit one (jax 0.10.2); only a primal change fixes it (skip pairs with small "
+               "(|grad f| up 1e2 to 1e14 times from its best) and the reverse gradient follows it, NaN or far "
+               "off the implicit one; only a primal change fixes it (skip pairs with small "
                "y^T s, as optimistix does and upstream PR #1749 proposes)",
                None),
     )
