@@ -11,7 +11,8 @@ compares the outcomes test by test:
 - a test that fails as published is listed; it counts only if the series changes its outcome.
 
 The environment must hold optax's `test` extra, pinned: constraints/optax_suite-<release>.txt
-(slow: about 5.5 min a run with `-n 2` on 2 cores, measured on 0.2.4).
+(slow: on 0.2.4, about 5.5 min a run with `-n 2` on 2 idle cores; 7 and 10 min with `-n 1`
+on 2 cores shared with other work).
 
     python -m gatekit.optax_suite --release 0.2.4 [--workers 2] [-- PYTEST_ARGS]
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,20 @@ def outcomes(junit: Path) -> dict[str, str]:
         if results.get(test_id) != "failed":
             results[test_id] = outcome
     return results
+
+
+CRASH = re.compile(r"worker '\w+' crashed while running '([^']+)'")
+
+
+def crashed(junit: Path) -> list[str]:
+    """Node ids (relative to the optax package) whose pytest-xdist worker died under them."""
+    found = []
+    for case in ElementTree.parse(junit).iter("testcase"):
+        for child in case:
+            match = CRASH.search(child.get("message") or "")
+            if match and match.group(1) not in found:
+                found.append(match.group(1))
+    return found
 
 
 def counts(results: dict[str, str]) -> dict[str, int]:
@@ -117,6 +133,32 @@ def run_suite(label: str, source_tree: Path, junit: Path, workers: str, pytest_a
     if not junit.is_file():
         raise GateError(f"pytest wrote no results for optax {label} (exit {result.returncode}): see its output above")
     results = outcomes(junit)
+    # A worker that dies (a signal, memory) is not an outcome of the test it was running:
+    # those tests run once more, one process, and that outcome counts; both are shown.
+    lost = crashed(junit)
+    if lost:
+        package = tree.installed_optax_root() / "optax"
+        rerun = junit.with_name(junit.stem + "-rerun.xml")
+        print(f"+ ({label}) again, after a worker crash: {' '.join(lost)}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="optax-suite-") as scratch:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-p",
+                    "no:cacheprovider",
+                    "-q",
+                    f"--rootdir={package}",  # node ids as in the whole run
+                    f"--junitxml={rerun}",
+                    *[str(package / node) for node in lost],
+                ],
+                cwd=scratch,
+                env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                check=False,
+            )
+        if rerun.is_file():
+            results.update(outcomes(rerun))
     summary = ", ".join(f"{n} {outcome}" for outcome, n in counts(results).items())
     print(f"optax {label}: {summary} in {time.monotonic() - started:.0f} s", flush=True)
     return results
