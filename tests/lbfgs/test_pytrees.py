@@ -8,7 +8,7 @@ parameters (tests/lbfgs/trees.py), so the implicit derivative is known exactly.
 
 Compiled configurations: one `optax.lbfgs()` unroll (float32, 20 steps, jvp) serves the
 seed-leak, memory-leak and stepsize-leak detectors; one `scale_by_lbfgs` unroll (float64,
-reverse mode) the reverse-NaN detector.
+reverse mode) the reverse-NaN detector; a 2-step `optax.lbfgs()` unroll the search.
 """
 
 import jax
@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import HealthCheck, event, given, settings, target
+from hypothesis import strategies as st
 
 from tests.conftest import patch_state
 from tests.lbfgs import trees
@@ -117,6 +119,9 @@ def _first_direction(grad):
 
 
 @pytest.mark.defect("seed-leak")
+# One dtype: the leaf-wise norm is the same code in both (test_seed_leak.py covers float32),
+# and this runs op by op (about a second), so that the comparison is exact.
+@pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])
 def test_first_direction_over_pytree_has_no_tangent_through_identity_scale(dtype):
     # |g| = 13 over three leaves (3, 4 | 12): the first direction is g / |g|, and its tangent
     # must be dg / |g|, the scale a constant. optax 0.2.4 adds -(g.dg) / |g|^3 g.
@@ -164,3 +169,53 @@ def test_reverse_gradient_through_pytree_unroll_is_the_implicit_one(dtype):
     tolerance = REVERSE_TOLERANCE
     check(error <= tolerance, lambda: report(
         f"d sum(x) / db = {np.asarray(d_data[1])} is not A^-1 1 = {implicit} (relative {error:.3g} > {tolerance:.3g})"))
+
+
+# The search: pytree problems drawn directly (no filtering), steered toward a tiny first
+# gradient. Short unrolls (2 steps), as the flat seed-leak properties have: inside the region
+# where a release without the seed leak but with the other leaks is finite, so that the
+# property detects the seed leak alone.
+SEARCH_UNROLL = dict(objective="tree-quadratic", num_steps=2)
+GENERIC, AT_OPTIMUM_ZERO = "generic", "b=0,x0=0"
+
+
+@st.composite
+def tree_quadratic_problems(draw, dtype):
+    """A = Q diag(eigenvalues) Q^T over the 7 flattened parameters, eigenvalues log-uniform in
+    [0.1, 10]; |x*| log-uniform in [1e-3, 1e3]; a generic start (x0 = x* + an offset of
+    relative size in [1e-1, 1e3]) or the optimum b = 0, x0 = 0 (an exactly zero gradient)."""
+    rotation, _ = np.linalg.qr(np.array(draw(st.lists(st.floats(-1, 1), min_size=N * N, max_size=N * N)))
+                               .reshape(N, N) + 2 * np.eye(N))
+    eigenvalues = 10.0 ** np.array(draw(st.lists(st.floats(-1, 1), min_size=N, max_size=N)))
+    A = (rotation * eigenvalues) @ rotation.T
+    A = (A + A.T) / 2
+    start = draw(st.sampled_from([GENERIC, AT_OPTIMUM_ZERO]))
+    if start == AT_OPTIMUM_ZERO:
+        b, x0 = np.zeros(N), np.zeros(N)
+    else:
+        direction = np.array(draw(st.lists(st.integers(-64, 64), min_size=N, max_size=N))) / 64
+        direction[draw(st.integers(0, N - 1))] = 1.0
+        solution = direction * 10.0 ** draw(st.floats(-3, 3))
+        offset = np.array(draw(st.lists(st.integers(-64, 64), min_size=N, max_size=N))) / 64
+        offset[draw(st.integers(0, N - 1))] = 1.0
+        b = A @ solution
+        x0 = solution + offset * np.linalg.norm(solution) * 10.0 ** draw(st.floats(-1, 3))
+    return tuple(np.asarray(v, dtype) for v in (A, b, x0)) + (start,)
+
+
+@pytest.mark.defect("seed-leak")
+@pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(problem=tree_quadratic_problems(np.float32))
+def test_search_alone_finds_pytree_unroll_tangent_finite(problem, dtype):
+    """jvp along db of 2 optax.lbfgs() steps on a pytree is finite, checked by search alone
+    (no pinned example): on optax 0.2.4 the search must reach a zero first gradient."""
+    A, b, x0, start = problem
+    gradient_norm = float(np.linalg.norm(A.astype(np.float64) @ x0 - b))
+    event(f"start: {start}")
+    target(-np.log10(max(gradient_norm, 1e-300)), label="-log10 |initial gradient|")
+    data, x0 = (A, b), _tree(x0, dtype)
+    tangents = ((np.zeros((N, N), dtype), np.ones(N, dtype)), _tree(np.zeros(N), dtype))
+    _, tangent = trees.compiled("lbfgs_unroll", "jvp", **SEARCH_UNROLL)(data, x0, *tangents)
+    _check_finite("jvp of 2 optax.lbfgs() steps on a pytree is not finite", tangent, solver="lbfgs_unroll",
+                  transform="jvp", data=data, x0=x0, tangents=tangents, **SEARCH_UNROLL)
