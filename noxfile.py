@@ -7,6 +7,8 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from gatekit import base_release, newest_release  # noqa: E402
+
 # A release is in the matrix when it has an sdist hash and constraints/optax-<release>.txt.
 from gatekit.matrix import releases as matrix_releases  # noqa: E402
 
@@ -15,14 +17,15 @@ nox.options.default_venv_backend = "uv|virtualenv"
 # An environment is rebuilt only when its Python changes; `session.install` brings it to
 # the pins every run, and each session verifies, file by file, the optax it tests.
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "gate_selftest", "unpatched", "patched", "upstream"]
+nox.options.sessions = ["lint", "upstream_lint", "gate_selftest", "unpatched", "patched", "upstream"]
 
 # constraints/base.txt and newest.txt link to the pins of the base and the newest release:
 # the one place that names them (gatekit reads the same files).
 BASE = "constraints/base.txt"
 NEWEST = "constraints/newest.txt"
-# Releases whose sdists the gate's own tests build simulated trees from.
-GATE_TEST_RELEASES = ("0.2.4", "0.2.8")
+# The base and the newest release: the gate's own tests build simulated trees from their
+# sdists, and upstream's linters and optax's whole suite run on both.
+RELEASES = (base_release(), newest_release())
 
 
 def _gatekit(session, *args):
@@ -59,15 +62,32 @@ def gate_selftest(session):
     """Tests of the gate's own machinery: verdict rules, series, sdists, trees, errors (no jax)."""
     session.install("pytest", "pytest-xdist", "pip", "hypothesis", "-c", BASE)
     # The tests themselves stay offline: the sdists they build trees from are fetched here.
-    _gatekit(session, "fetch", *GATE_TEST_RELEASES)
+    _gatekit(session, "fetch", *RELEASES)
     session.run("pytest", "tests/gate", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def lint(session):
-    """ruff over the project's Python code."""
-    session.install("ruff", "-c", "constraints/tools.txt")
+    """ruff over the project's Python code; zizmor over its GitHub workflows (any finding fails)."""
+    session.install("ruff", "zizmor", "-c", "constraints/tools.txt")
     session.run("ruff", "check", ".")
+    session.run("zizmor", "--offline", "--min-severity=informational", ".github/workflows/")
+
+
+@nox.session(python=PYTHON)
+def upstream_lint(session):
+    """optax's own linters (ruff, flake8, pylint, license headers), pinned, over every file the series touches."""
+    session.install("ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid", "pip",
+                    "-c", "constraints/tools.txt")
+    session.run("python", "-m", "gatekit.upstream_lint", *(f"--release={release}" for release in RELEASES))
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("release", RELEASES)
+def optax_suite(session, release):
+    """optax's whole test suite, as published and with the series, compared test by test (slow: ~11 min)."""
+    session.install("-r", "requirements/test.txt", "optax", "-c", f"constraints/optax_suite-{release}.txt")
+    session.run("python", "-m", "gatekit.optax_suite", "--release", release, *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -96,7 +116,7 @@ def fork_e2e(session):
     from gatekit.fork.environment import find_uv
 
     session.install("pytest", "pip", "-c", BASE)
-    _gatekit(session, "fetch", *GATE_TEST_RELEASES)
+    _gatekit(session, "fetch", *RELEASES)
     session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})
 
 

@@ -30,7 +30,7 @@ def status(args) -> None:
 
 
 def fetch(args) -> None:
-    for release in args.releases:
+    for release in args.releases or [base_release(), newest_release()]:
         print(sdist.fetch(release))
 
 
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     check.set_defaults(run=status)
 
     download = commands.add_parser("fetch", help="download and check optax sdists into build/sdists")
-    download.add_argument("releases", nargs="+", metavar="RELEASE")
+    download.add_argument("releases", nargs="*", metavar="RELEASE", help="default: the base and the newest release")
     download.set_defaults(run=fetch)
 
     fork.add_command(commands)
