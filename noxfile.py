@@ -77,8 +77,9 @@ def lint(session):
 @nox.session(python=PYTHON)
 def upstream_lint(session):
     """optax's own linters (ruff, flake8, pylint, license headers), pinned, over every file the series touches."""
-    session.install("ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid", "pip",
-                    "-c", "constraints/tools.txt")
+    session.install(
+        "ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid", "pip", "-c", "constraints/tools.txt"
+    )
     session.run("python", "-m", "gatekit.upstream_lint", *(f"--release={release}" for release in RELEASES))
 
 
@@ -101,8 +102,10 @@ def record_reference(session):
 def fork(session):
     """Gate an optax fork: patch table, suite, verdict (-- SOURCE [--ref REF] [--apply] [--accept DEFECT=REASON])."""
     if not session.posargs or session.posargs[0].startswith("-"):
-        session.error("Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--accept DEFECT=REASON] [--table-only] "
-                      "[--output DIR] [-- PYTEST]")
+        session.error(
+            "Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--accept DEFECT=REASON] [--table-only] "
+            "[--output DIR] [-- PYTEST]"
+        )
     from gatekit.fork.environment import find_uv
 
     # gatekit builds the fork its own environment, pinned for the fork's optax version,

@@ -21,8 +21,9 @@ def session(args) -> int:
 
 def status(args) -> None:
     if not (Path(args.tree) / "optax/_src/transform.py").is_file():
-        raise GateError(f"{args.tree} is not an optax source tree (no optax/_src/transform.py): "
-                        "pass the root of an optax checkout")
+        raise GateError(
+            f"{args.tree} is not an optax source tree (no optax/_src/transform.py): pass the root of an optax checkout"
+        )
     statuses = [series.patch_status(Path(args.tree), p, args.release) for p in series.read_series(args.series)]
     print(series.format_table(statuses))
     if args.json:

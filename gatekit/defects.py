@@ -24,46 +24,63 @@ DEFECTS = {
             "derivatives flow through the first step's identity scale min(1, 1/|g|)",
             "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch",
         ),
-        Defect("reverse-nan", "jax.grad through scale_by_lbfgs is NaN: divisions inside jnp.where",
-               "0002-lbfgs-safe-divisions-for-reverse-mode.patch"),
-        Defect("memory-leak",
-               "derivatives flow through the L-BFGS memory (curvature pairs, 1/(y.s), identity scale): "
-               "unrolls past convergence overflow, converged solves miss the implicit derivative",
-               "0003-lbfgs-stop-gradient-through-memory.patch"),
-        Defect("stepsize-leak",
-               "derivatives flow through the stepsize the zoom linesearch picks: NaN in unrolls past "
-               "convergence, converged solves miss the implicit derivative",
-               "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"),
+        Defect(
+            "reverse-nan",
+            "jax.grad through scale_by_lbfgs is NaN: divisions inside jnp.where",
+            "0002-lbfgs-safe-divisions-for-reverse-mode.patch",
+        ),
+        Defect(
+            "memory-leak",
+            "derivatives flow through the L-BFGS memory (curvature pairs, 1/(y.s), identity scale): "
+            "unrolls past convergence overflow, converged solves miss the implicit derivative",
+            "0003-lbfgs-stop-gradient-through-memory.patch",
+        ),
+        Defect(
+            "stepsize-leak",
+            "derivatives flow through the stepsize the zoom linesearch picks: NaN in unrolls past "
+            "convergence, converged solves miss the implicit derivative",
+            "0004-zoom-linesearch-stop-gradient-through-stepsize.patch",
+        ),
         # Limits found by the property suite (tests/lbfgs/test_properties.py): no patch fixes them.
-        Defect("fixed-step-divergence-at-optimum",
-               "an unroll started exactly at the optimum forms no curvature pair: its tangent follows "
-               "gradient descent with the step taken (a fixed step, or the linesearch's on a zero "
-               "direction) and diverges when step * lambda_max > 2",
-               None),
-        Defect("no-step-at-optimum",
-               "a solve stopped on |g| <= tol |g0| takes no step when g0 = 0: d x/d b = 0, not A^-1",
-               None),
-        Defect("stopping-rule-ignores-tangent",
-               "a solve stopped on |g| <= tol |g0| sees the primal residual only: when the gradient stays "
-               "in an invariant subspace (repeated eigenvalues, a symmetric problem) it lands on the "
-               "solution in fewer steps than the tangent needs, after which its steps are zero and "
-               "nothing corrects the tangent (in the directions of b or of A): O(1) off the implicit one",
-               None),
+        Defect(
+            "fixed-step-divergence-at-optimum",
+            "an unroll started exactly at the optimum forms no curvature pair: its tangent follows "
+            "gradient descent with the step taken (a fixed step, or the linesearch's on a zero "
+            "direction) and diverges when step * lambda_max > 2",
+            None,
+        ),
+        Defect(
+            "no-step-at-optimum",
+            "a solve stopped on |g| <= tol |g0| takes no step when g0 = 0: d x/d b = 0, not A^-1",
+            None,
+        ),
+        Defect(
+            "stopping-rule-ignores-tangent",
+            "a solve stopped on |g| <= tol |g0| sees the primal residual only: when the gradient stays "
+            "in an invariant subspace (repeated eigenvalues, a symmetric problem) it lands on the "
+            "solution in fewer steps than the tangent needs, after which its steps are zero and "
+            "nothing corrects the tangent (in the directions of b or of A): O(1) off the implicit one",
+            None,
+        ),
         # Limits found on the shapes users differentiate (tests/lbfgs/test_warm_starts.py,
         # tests/lbfgs/test_objectives.py): no patch fixes them.
-        Defect("warm-start-at-solution",
-               "a solve started at (or within its stopping tolerance of) its own solution takes almost no "
-               "step: unrolled differentiation differentiates those steps, not the solution, and misses "
-               "dx*/db = H^-1 by 0.3 to 1 relative (every release, with or without the series); "
-               "differentiate the solution implicitly instead",
-               None),
-        Defect("float32-rounding-noise-curvature",
-               "a float32 unroll of scale_by_lbfgs run past convergence stores curvature pairs of rounding "
-               "noise (weights 1/(y^T s) up to 1e24, some negative): the iterate is thrown off the solution "
-               "(|grad f| up 1e2 to 1e14 times from its best) and the reverse gradient follows it, NaN or far "
-               "off the implicit one; only a primal change fixes it (skip pairs with small "
-               "y^T s, as optimistix does and upstream PR #1749 proposes)",
-               None),
+        Defect(
+            "warm-start-at-solution",
+            "a solve started at (or within its stopping tolerance of) its own solution takes almost no "
+            "step: unrolled differentiation differentiates those steps, not the solution, and misses "
+            "dx*/db = H^-1 by 0.3 to 1 relative (every release, with or without the series); "
+            "differentiate the solution implicitly instead",
+            None,
+        ),
+        Defect(
+            "float32-rounding-noise-curvature",
+            "a float32 unroll of scale_by_lbfgs run past convergence stores curvature pairs of rounding "
+            "noise (weights 1/(y^T s) up to 1e24, some negative): the iterate is thrown off the solution "
+            "(|grad f| up 1e2 to 1e14 times from its best) and the reverse gradient follows it, NaN or far "
+            "off the implicit one; only a primal change fixes it (skip pairs with small "
+            "y^T s, as optimistix does and upstream PR #1749 proposes)",
+            None,
+        ),
     )
 }
 
@@ -75,10 +92,7 @@ def parse_names(text: str) -> list[str]:
     if unknown:
         from gatekit import GateError
 
-        raise GateError(
-            f"unknown defect name(s) {', '.join(unknown)}: "
-            f"use one of {', '.join(sorted(DEFECTS))}"
-        )
+        raise GateError(f"unknown defect name(s) {', '.join(unknown)}: use one of {', '.join(sorted(DEFECTS))}")
     return names
 
 

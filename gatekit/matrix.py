@@ -50,8 +50,13 @@ def cells(judged: verdict.Verdict) -> dict[str, dict]:
             state = "error"
         else:
             state = "absent"
-        result[name] = {"state": state, "detectors": row.detectors, "failed": row.reproduced, "crashed": failing,
-                        "errors": [r for r in judged.reasons if name in r or "collection error" in r][:3]}
+        result[name] = {
+            "state": state,
+            "detectors": row.detectors,
+            "failed": row.reproduced,
+            "crashed": failing,
+            "errors": [r for r in judged.reasons if name in r or "collection error" in r][:3],
+        }
     return result
 
 
@@ -74,8 +79,13 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
     if patched:
         result["series"] = [s.__dict__ for s in build.statuses]
     reports = matrix_dir() / mode / f"reports-{release}"
-    record = runner.run([runner.SUITE, "-m", "defect"], reports=reports, name="suite", patch_state=build.label,
-                        args=runner.default_workers(pytest_args))
+    record = runner.run(
+        [runner.SUITE, "-m", "defect"],
+        reports=reports,
+        name="suite",
+        patch_state=build.label,
+        args=runner.default_workers(pytest_args),
+    )
     expectation = verdict.Expectation(measure=not patched, detectors_only=True)
     judged = verdict.judge(f"matrix {mode} {release}", {"suite": record}, expectation)
     verdict.write(judged, reports, [f"optax under test: {build.label}"])
@@ -139,15 +149,23 @@ def write_tables(mode: str) -> str:
     for release in releases():
         path = matrix_dir() / mode / f"{release}.json"
         results[release] = json.loads(path.read_text()) if path.is_file() else None
-    header = ["optax", "jax", *(["series"] if mode == "patched" else []),
-              *(name if defects.DEFECTS[name].patch else f"{name} (limit)" for name in names)]
-    title = ("Defects of each optax release as published" if mode == "unpatched"
-             else "Defects left with patches/series applied")
+    header = [
+        "optax",
+        "jax",
+        *(["series"] if mode == "patched" else []),
+        *(name if defects.DEFECTS[name].patch else f"{name} (limit)" for name in names),
+    ]
+    title = (
+        "Defects of each optax release as published"
+        if mode == "unpatched"
+        else "Defects left with patches/series applied"
+    )
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for release, result in results.items():
         if result is None:
-            lines.append("| " + " | ".join([release, "", *([""] if mode == "patched" else []),
-                                              *["not run"] * len(names)]) + " |")
+            lines.append(
+                "| " + " | ".join([release, "", *([""] if mode == "patched" else []), *["not run"] * len(names)]) + " |"
+            )
             continue
         row = [release, result["jax"]]
         if mode == "patched":
@@ -158,13 +176,16 @@ def write_tables(mode: str) -> str:
             else:
                 row.append(_cell(result["defects"].get(name)))
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Detectors: the tests of tests/lbfgs marked `@pytest.mark.defect(NAME)`, run plainly. "
-              "present: a detector raised DefectObserved, the defect's symptom; absent: all passed; error: a "
-              "detector crashed, was skipped or did not run, so the release was not measured; not run: the "
-              "release's last run "
-              "predates the detector. A limit is a defect no patch fixes: "
-              "the series is not expected to remove it.",
-              f"Regenerate: `nox -s matrix{' -- --patched' if mode == 'patched' else ''}`."]
+    lines += [
+        "",
+        "Detectors: the tests of tests/lbfgs marked `@pytest.mark.defect(NAME)`, run plainly. "
+        "present: a detector raised DefectObserved, the defect's symptom; absent: all passed; error: a "
+        "detector crashed, was skipped or did not run, so the release was not measured; not run: the "
+        "release's last run "
+        "predates the detector. A limit is a defect no patch fixes: "
+        "the series is not expected to remove it.",
+        f"Regenerate: `nox -s matrix{' -- --patched' if mode == 'patched' else ''}`.",
+    ]
     stem = "matrix" if mode == "unpatched" else "matrix-patched"
     markdown = "\n".join(lines) + "\n"
     (matrix_dir() / f"{stem}.md").write_text(markdown)
@@ -194,8 +215,10 @@ def add_command(commands) -> None:
 
     def measure(args) -> int:
         if args.release not in releases():
-            raise GateError(f"optax {args.release} is not in the matrix: use one of {', '.join(releases())} "
-                            "(a release needs its sdist hash and constraints/optax-<release>.txt)")
+            raise GateError(
+                f"optax {args.release} is not in the matrix: use one of {', '.join(releases())} "
+                "(a release needs its sdist hash and constraints/optax-<release>.txt)"
+            )
         run(args.release, args.patched, args.series, args.pytest_args, args.sdist_dir)
         found = problems("patched" if args.patched else "unpatched", args.release)
         if found:

@@ -61,8 +61,10 @@ def pristine_tree(release: str, sdist_dir=None) -> Path:
 
 def _check_version(release: str) -> None:
     if version("optax") != release:
-        raise GateError(f"the installed optax is {version('optax')}, not {release}: "
-                        f"install the pins of constraints/optax-{release}.txt first")
+        raise GateError(
+            f"the installed optax is {version('optax')}, not {release}: "
+            f"install the pins of constraints/optax-{release}.txt first"
+        )
 
 
 def published(release: str, series_file: Path, sdist_dir=None, report=print) -> Build:
@@ -100,6 +102,7 @@ def patched(release: str, series_file: Path, sdist_dir=None, report=print) -> Bu
 
 # --- the primal record of the tree without the series ----------------------------------------------
 
+
 def _processor() -> str:
     """What makes bits differ between machines: the processor's features (jax picks kernels by them)."""
     try:
@@ -123,9 +126,15 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
         if path.name in ("primal.py", "solvers.py"):
             key.update(path.read_bytes())
     versions = subprocess.run(
-        [str(python), "-c", "import sys; from importlib.metadata import version as v; "
-         "print(sys.version, *(v(p) for p in ('jax', 'jaxlib', 'numpy')))"],
-        capture_output=True, text=True, check=False,
+        [
+            str(python),
+            "-c",
+            "import sys; from importlib.metadata import version as v; "
+            "print(sys.version, *(v(p) for p in ('jax', 'jaxlib', 'numpy')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     key.update(versions.encode() + _processor().encode())
     output = work_dir() / "primal" / f"primal-{key.hexdigest()[:16]}.json"
@@ -134,11 +143,11 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_suffix(".partial")
-    command = [str(python), "-m", "tests.lbfgs.primal", "--output", str(partial),
-               "--expect-optax-in", str(source_tree)]
+    command = [str(python), "-m", "tests.lbfgs.primal", "--output", str(partial), "--expect-optax-in", str(source_tree)]
     print(f"+ python -m tests.lbfgs.primal  (records {source_tree.name} as it is, without the series)", flush=True)
-    env = runner.environment("recording the primal reference", python,
-                             {"PYTHONPATH": f"{source_tree}{os.pathsep}{PROJECT_ROOT}"})
+    env = runner.environment(
+        "recording the primal reference", python, {"PYTHONPATH": f"{source_tree}{os.pathsep}{PROJECT_ROOT}"}
+    )
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)

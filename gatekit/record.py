@@ -40,8 +40,13 @@ OPTION_MODULES = "--gate-defect-module"
 def pytest_addoption(parser):
     group = parser.getgroup("gatekit", "the gate's record of outcomes")
     group.addoption("--gate-record", metavar="PATH", help="write each test's outcome to this JSON file")
-    group.addoption(OPTION_MODULES, action="append", default=[], metavar="FILE=DEFECT",
-                    help="mark every test of a test file with a defect (repeatable)")
+    group.addoption(
+        OPTION_MODULES,
+        action="append",
+        default=[],
+        metavar="FILE=DEFECT",
+        help="mark every test of a test file with a defect (repeatable)",
+    )
 
 
 def _record_path(config) -> Path | None:
@@ -190,8 +195,12 @@ class Recorder:
         # The first phase that did not pass decides the outcome.
         if test["outcome"] == "passed" and entry["kind"] != "passed":
             test["outcome"] = entry["kind"]
-            test.update(phase=entry["when"], exception=entry.get("exception", ""), message=entry.get("message", ""),
-                        report=entry.get("report", ""))
+            test.update(
+                phase=entry["when"],
+                exception=entry.get("exception", ""),
+                message=entry.get("message", ""),
+                report=entry.get("report", ""),
+            )
 
     def pytest_collectreport(self, report):
         if report.failed:

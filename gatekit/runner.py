@@ -22,8 +22,19 @@ from gatekit.verdict import PROFILE, load_record
 SUITE = "tests/lbfgs"
 # Arguments a gate session passes on to pytest: how the tests run and report, never
 # which tests run (a subset is not a gate verdict). Values follow the option.
-PASSTHROUGH = {"-n": True, "--numprocesses": True, "--dist": True, "--tb": True, "--durations": True,
-               "-v": False, "-vv": False, "-q": False, "-s": False, "-l": False, "--capture": True}
+PASSTHROUGH = {
+    "-n": True,
+    "--numprocesses": True,
+    "--dist": True,
+    "--tb": True,
+    "--durations": True,
+    "-v": False,
+    "-vv": False,
+    "-q": False,
+    "-s": False,
+    "-l": False,
+    "--capture": True,
+}
 
 
 def check_pytest_args(args: list[str], session: str) -> None:
@@ -62,7 +73,9 @@ def jax_cache_dir(python: Path | str = sys.executable) -> Path:
     root = os.environ.get("LBFGS_GATE_JAX_CACHE", str(work_dir() / "jax-cache"))
     found = subprocess.run(
         [str(python), "-c", "from importlib.metadata import version as v; print(v('jax'), v('jaxlib'))"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     jax, jaxlib = found.stdout.split() if found.returncode == 0 else ("none", "none")
     name = f"jax-{jax}-jaxlib-{jaxlib}-py{platform.python_version()}-{platform.machine()}"
@@ -84,22 +97,49 @@ def environment(patch_state: str, python: Path | str = sys.executable, extra: di
     return env
 
 
-def run(targets: list[str], *, reports: Path, name: str, patch_state: str, args: list[str] = (),
-        python: Path | str = sys.executable, cwd: Path = PROJECT_ROOT, env_extra: dict | None = None,
-        label: str | None = None) -> dict:
+def run(
+    targets: list[str],
+    *,
+    reports: Path,
+    name: str,
+    patch_state: str,
+    args: list[str] = (),
+    python: Path | str = sys.executable,
+    cwd: Path = PROJECT_ROOT,
+    env_extra: dict | None = None,
+    label: str | None = None,
+) -> dict:
     """One recorded pytest run; returns its record (gatekit.record's JSON)."""
     reports.mkdir(parents=True, exist_ok=True)
     record, log = reports / f"record-{name}.json", reports / f"pytest-{name}.log"
     junit = reports / ("junit.xml" if name == "suite" else f"junit-{name}.xml")
     for stale in (record, log, junit):
         stale.unlink(missing_ok=True)
-    command = [str(python), "-m", "pytest", "-p", "gatekit.record", f"--gate-record={record}",
-               f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", *args, *targets]
+    command = [
+        str(python),
+        "-m",
+        "pytest",
+        "-p",
+        "gatekit.record",
+        f"--gate-record={record}",
+        f"--junitxml={junit}",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        *args,
+        *targets,
+    ]
     shown = " ".join(os.path.relpath(c, PROJECT_ROOT) if os.path.isabs(c) else c for c in command[1:])
     print(f"+ {label or shown}  (log: {os.path.relpath(log, PROJECT_ROOT)})", flush=True)
     with open(log, "w") as output:
-        code = subprocess.run(command, cwd=cwd, env=environment(patch_state, python, env_extra),
-                              stdout=output, stderr=subprocess.STDOUT, check=False).returncode
+        code = subprocess.run(
+            command,
+            cwd=cwd,
+            env=environment(patch_state, python, env_extra),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+        ).returncode
     result = load_record(record, name)
     if code not in (0, 1) and not result.get("tests"):
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
@@ -125,9 +165,18 @@ def copy_optax_tests(tests: list[str], tree: Path, folder: Path) -> list[str]:
     return targets
 
 
-def run_with_optax_tests(suite_targets: list[str], optax_tests: list[str], tree: Path, *, reports: Path,
-                         patch_state: str, defect_modules: dict[str, str], args: list[str] = (),
-                         python: Path | str = sys.executable, env_extra: dict | None = None) -> dict[str, dict]:
+def run_with_optax_tests(
+    suite_targets: list[str],
+    optax_tests: list[str],
+    tree: Path,
+    *,
+    reports: Path,
+    patch_state: str,
+    defect_modules: dict[str, str],
+    args: list[str] = (),
+    python: Path | str = sys.executable,
+    env_extra: dict | None = None,
+) -> dict[str, dict]:
     """The suite and optax's own test files in one pytest run, one pool of workers (one
     import of jax per worker, both cores busy to the end); the record split by source:
     {"suite": ..., "optax": ...}. `defect_modules` marks the tests of a file (by name) as
@@ -135,13 +184,22 @@ def run_with_optax_tests(suite_targets: list[str], optax_tests: list[str], tree:
     folder = reports / "optax-tests"
     targets = copy_optax_tests(optax_tests, tree, folder)
     marks = [f"--gate-defect-module={file}={defect}" for file, defect in defect_modules.items()]
-    record = run([*suite_targets, *targets], reports=reports, name="suite", patch_state=patch_state,
-                 args=[*marks, *args], python=python, env_extra=env_extra,
-                 label=f"pytest {' '.join(suite_targets)} + optax's {' '.join(optax_tests)} (copied from the tree)")
+    record = run(
+        [*suite_targets, *targets],
+        reports=reports,
+        name="suite",
+        patch_state=patch_state,
+        args=[*marks, *args],
+        python=python,
+        env_extra=env_extra,
+        label=f"pytest {' '.join(suite_targets)} + optax's {' '.join(optax_tests)} (copied from the tree)",
+    )
     prefix = os.path.relpath(folder, PROJECT_ROOT) + "/"
     split = {}
-    for source, keep in (("suite", lambda nodeid: not nodeid.startswith(prefix)),
-                         ("optax", lambda nodeid: nodeid.startswith(prefix))):
+    for source, keep in (
+        ("suite", lambda nodeid: not nodeid.startswith(prefix)),
+        ("optax", lambda nodeid: nodeid.startswith(prefix)),
+    ):
         split[source] = {
             **record,
             "inventory": {k: v for k, v in record.get("inventory", {}).items() if keep(k)},

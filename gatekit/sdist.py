@@ -64,9 +64,23 @@ def fetch(release: str, sdist_dir: str | os.PathLike | None = None) -> Path:
         requirement.write_text(f"optax=={release} --hash=sha256:{expected}\n")
         download = Path(tmp) / "download"
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary=:all:", "--require-hashes", "-r", str(requirement), "-d", str(download)],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary=:all:",
+                "--require-hashes",
+                "-r",
+                str(requirement),
+                "-d",
+                str(download),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         fetched = download / name
         if result.returncode != 0 or not fetched.is_file():

@@ -184,8 +184,9 @@ def _lines_still_present(tree: Path, patch: Path) -> list[str]:
         if not target or not (Path(tree) / target.group(1)).is_file():
             continue
         shipped = {line.strip() for line in (Path(tree) / target.group(1)).read_text().splitlines()}
-        removed = [line[1:].strip() for line in diff.splitlines()
-                   if line.startswith("-") and not line.startswith("---")]
+        removed = [
+            line[1:].strip() for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")
+        ]
         present += [f"{target.group(1)}: {line}" for line in removed if line and line in shipped]
     return present
 
@@ -215,8 +216,9 @@ def patch_status(tree: Path, patch: Path, release: str | None = None) -> Status:
         still = [line for candidate in tried for line in _lines_still_present(tree, candidate)]
         if not still:
             return Status(patch.name, "upstream", f"fixed upstream in {shipped}")
-        return Status(patch.name, "conflicts",
-                      f"header says fixed upstream in {shipped}, but the tree still has {still[0]!r}")
+        return Status(
+            patch.name, "conflicts", f"header says fixed upstream in {shipped}, but the tree still has {still[0]!r}"
+        )
     detail = _conflict(_git_apply(tree, patch, "--check").stderr)
     if len(tried) > 1:
         detail += f" (and {len(tried) - 1} variant(s) do not apply either)"
@@ -231,8 +233,7 @@ def apply_patch(tree: Path, patch: Path) -> None:
     result = _git_apply(tree, patch)
     if result.returncode != 0:
         raise GateError(
-            f"{patch.name} does not apply: {_conflict(result.stderr)}; "
-            "regenerate the patch against this release"
+            f"{patch.name} does not apply: {_conflict(result.stderr)}; regenerate the patch against this release"
         )
 
 

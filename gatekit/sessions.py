@@ -53,8 +53,9 @@ class Phases:
         print(f"[{name}: {self.seconds[name]} s]", flush=True)
 
 
-def _judge(session: str, build: pipeline.Build, records: dict, expectation: verdict.Expectation,
-           reports: Path, phases: Phases) -> int:
+def _judge(
+    session: str, build: pipeline.Build, records: dict, expectation: verdict.Expectation, reports: Path, phases: Phases
+) -> int:
     result = verdict.judge(session, records, expectation)
     context = [f"optax under test: {build.label}"]
     if not build.applied:
@@ -73,17 +74,23 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
         build = pipeline.published(release, series_file, sdist_dir)
     reports = reports_dir("unpatched")
     if build.patched_tree is None:
-        raise GateError(f"the series does not apply to optax {release} (see `python -m gatekit status`): "
-                        "the unpatched session is for a release the series is made for")
+        raise GateError(
+            f"the series does not apply to optax {release} (see `python -m gatekit status`): "
+            "the unpatched session is for a release the series is made for"
+        )
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
     with phases("tests"):
         records = runner.run_with_optax_tests(
-            [runner.SUITE, f"--ignore={PRIMAL_TEST}"], list(modules), build.patched_tree, reports=reports,
-            patch_state=build.label, defect_modules={Path(m).name: d for m, d in modules.items()},
-            args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)])
-    return _judge("unpatched", build, records,
-                  verdict.Expectation(present=expected), reports, phases)
+            [runner.SUITE, f"--ignore={PRIMAL_TEST}"],
+            list(modules),
+            build.patched_tree,
+            reports=reports,
+            patch_state=build.label,
+            defect_modules={Path(m).name: d for m, d in modules.items()},
+            args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)],
+        )
+    return _judge("unpatched", build, records, verdict.Expectation(present=expected), reports, phases)
 
 
 def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None, session="patched") -> int:
@@ -97,10 +104,15 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
         reference = pipeline.primal_reference(build.pristine)
     with phases("tests"):
         records = runner.run_with_optax_tests(
-            [runner.SUITE], [*modules, *UPSTREAM_TESTS], build.patched_tree, reports=reports,
-            patch_state=build.label, defect_modules={Path(m).name: d for m, d in modules.items()},
+            [runner.SUITE],
+            [*modules, *UPSTREAM_TESTS],
+            build.patched_tree,
+            reports=reports,
+            patch_state=build.label,
+            defect_modules={Path(m).name: d for m, d in modules.items()},
             args=["--known-defects=", *runner.default_workers(pytest_args)],
-            env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)})
+            env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)},
+        )
     return _judge(session, build, records, verdict.Expectation(), reports, phases)
 
 

@@ -110,9 +110,20 @@ def touched_files(series_file: Path, tree: Path | None = None) -> list[str]:
 def install(tree: Path, python: Path | str = sys.executable) -> None:
     """Installs a source tree into `python`'s environment."""
     result = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--force-reinstall", str(tree)],
-        capture_output=True, text=True, check=False,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--force-reinstall",
+            str(tree),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         last = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["no message"]
@@ -123,9 +134,15 @@ def installed_optax_root(python: Path | str = sys.executable) -> Path:
     """The folder holding the `optax` package that `python` imports."""
     result = subprocess.run(
         # find_spec locates the package without importing it (and so without its dependencies).
-        [str(python), "-c",
-         "import importlib.util as u, pathlib; print(pathlib.Path(u.find_spec('optax').origin).parent.parent)"],
-        capture_output=True, text=True, check=False, cwd=tempfile.gettempdir(),
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u, pathlib; print(pathlib.Path(u.find_spec('optax').origin).parent.parent)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tempfile.gettempdir(),
     )
     if result.returncode != 0:
         raise GateError("optax cannot be imported in this environment: install it first")

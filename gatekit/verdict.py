@@ -154,10 +154,12 @@ def judge(session: str, records: dict[str, dict], expectation: Expectation) -> V
             if settings:
                 profiles.add(settings["profile"] or "none")
                 examples[nodeid] = test.get("examples") or {}
-                if expectation.profile and (settings["profile"] != expectation.profile
-                                            or not settings["derandomize"]
-                                            or settings["max_examples"] < MIN_EXAMPLES
-                                            or settings["report_multiple_bugs"]):
+                if expectation.profile and (
+                    settings["profile"] != expectation.profile
+                    or not settings["derandomize"]
+                    or settings["max_examples"] < MIN_EXAMPLES
+                    or settings["report_multiple_bugs"]
+                ):
                     reasons.append(
                         f"{nodeid} ran under hypothesis profile {settings['profile']!r} "
                         f"(max_examples {settings['max_examples']}, derandomize {settings['derandomize']}, "
@@ -188,8 +190,16 @@ def judge(session: str, records: dict[str, dict], expectation: Expectation) -> V
         if expectation.measure and row.outcome.startswith("not measured"):
             reasons.append(f"{name}: {row.outcome}")
     profile = ", ".join(sorted(profiles)) or "no hypothesis test"
-    return Verdict(session, "red" if reasons else "green", profile, _unique(reasons), rows,
-                   dict(expectation.accepted), counts, examples)
+    return Verdict(
+        session,
+        "red" if reasons else "green",
+        profile,
+        _unique(reasons),
+        rows,
+        dict(expectation.accepted),
+        counts,
+        examples,
+    )
 
 
 def _unique(reasons: list[str]) -> list[str]:
@@ -219,6 +229,7 @@ def _outcome(row: Row, expected: str) -> str:
 
 # --- showing it ---------------------------------------------------------------------------------
 
+
 def table(verdict: Verdict) -> str:
     """The verdict table a person reads, then one line: GATE GREEN or GATE RED: why."""
     header = ["defect", "expected", "suite detectors reproduced/total", "optax-side tests", "outcome"]
@@ -227,14 +238,15 @@ def table(verdict: Verdict) -> str:
         optax = f"{row.optax_reproduced}/{row.optax_tests} reproduced" if row.optax_tests else "-"
         lines.append([name, row.expected, f"{row.reproduced}/{row.detectors}", optax, row.outcome])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            for line in lines]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines]
     for name, reason in verdict.accepted.items():
         text.insert(0, f"ACCEPTED: {name} (present or not, it does not make the verdict red): {reason}")
     counts = verdict.tests
-    text.append(f"tests: {counts['total']} ({counts['passed']} passed, {counts['reproduced']} reproduced a defect, "
-                f"{counts['crashed']} crashed, {counts['skipped']} skipped, {counts['not run']} not run); "
-                f"hypothesis profile: {verdict.profile}")
+    text.append(
+        f"tests: {counts['total']} ({counts['passed']} passed, {counts['reproduced']} reproduced a defect, "
+        f"{counts['crashed']} crashed, {counts['skipped']} skipped, {counts['not run']} not run); "
+        f"hypothesis profile: {verdict.profile}"
+    )
     text.append(_examples_line(verdict.examples))
     if verdict.green:
         text.append(f"GATE GREEN: {verdict.session}")
@@ -242,8 +254,10 @@ def table(verdict: Verdict) -> str:
         shown = verdict.reasons[:8]
         more = len(verdict.reasons) - len(shown)
         text += [f"  - {reason}" for reason in shown] + ([f"  - ... and {more} more"] if more else [])
-        text.append(f"GATE RED: {verdict.session}: {verdict.reasons[0]}"
-                    + (f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else ""))
+        text.append(
+            f"GATE RED: {verdict.session}: {verdict.reasons[0]}"
+            + (f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else "")
+        )
     return "\n".join(text)
 
 
@@ -258,9 +272,11 @@ def _examples_line(examples: dict[str, dict]) -> str:
     ran = {nodeid: discarded[nodeid] + examples[nodeid].get("valid", 0) for nodeid in examples}
     worst = max(discarded, key=lambda nodeid: discarded[nodeid] / max(1, ran[nodeid]))
     worst_total = ran[worst]
-    return (f"hypothesis: {len(examples)} properties, valid examples per property {min(valid)} to {max(valid)}; "
-            f"discarded {sum(discarded.values())}/{total} (most: {discarded[worst]}/{worst_total} in "
-            f"{worst.split('::')[-1]})")
+    return (
+        f"hypothesis: {len(examples)} properties, valid examples per property {min(valid)} to {max(valid)}; "
+        f"discarded {sum(discarded.values())}/{total} (most: {discarded[worst]}/{worst_total} in "
+        f"{worst.split('::')[-1]})"
+    )
 
 
 def markdown(verdict: Verdict, context: list[str] = ()) -> str:
@@ -268,8 +284,11 @@ def markdown(verdict: Verdict, context: list[str] = ()) -> str:
     lines = [f"# {verdict.session}: {first}", ""]
     lines += [f"- **accepted** `{name}`: {reason}" for name, reason in verdict.accepted.items()]
     lines += [f"- {line}" for line in context]
-    lines += ["", "| defect | expected | suite detectors reproduced/total | optax-side tests | outcome |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| defect | expected | suite detectors reproduced/total | optax-side tests | outcome |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in verdict.defects.items():
         optax = f"{row.optax_reproduced}/{row.optax_tests}" if row.optax_tests else "-"
         lines.append(f"| {name} | {row.expected} | {row.reproduced}/{row.detectors} | {optax} | {row.outcome} |")

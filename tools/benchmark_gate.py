@@ -93,8 +93,11 @@ def run_sessions(clone: Path, sessions: list[str], env: dict, posargs: list[str]
         report = clone / "build" / ("fork" if name == "fork" else f"reports/{name}") / "verdict.json"
         document = json.loads(report.read_text()) if report.is_file() else {}
         results[session] = {
-            "exit": done.returncode, "wall_seconds": wall, "verdict": document.get("verdict", "none"),
-            "phases": document.get("phases", {}), "compiles": document.get("compiles", {}),
+            "exit": done.returncode,
+            "wall_seconds": wall,
+            "verdict": document.get("verdict", "none"),
+            "phases": document.get("phases", {}),
+            "compiles": document.get("compiles", {}),
             "examples": document.get("examples", {}),
         }
         print(f"  {session}: {wall:.0f} s, verdict {results[session]['verdict']}", flush=True)
@@ -111,14 +114,18 @@ def _compiles(session: dict) -> str:
     for source in session["compiles"].values():
         for key, value in source.items():
             counts[key] = counts.get(key, 0) + value
-    return (f"{int(counts.get('traces', 0))} traces, {int(counts.get('backend_compiles', 0))} compiles "
-            f"({int(counts.get('persistent_cache_hits', 0))} from the cache)")
+    return (
+        f"{int(counts.get('traces', 0))} traces, {int(counts.get('backend_compiles', 0))} compiles "
+        f"({int(counts.get('persistent_cache_hits', 0))} from the cache)"
+    )
 
 
 def table(results: dict) -> str:
     unit = results["unit"]["unit_seconds"]
-    lines = ["| run | session | wall | install | record | tests | JAX | examples per property | examples/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | session | wall | install | record | tests | JAX | examples per property | examples/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for run, sessions in results["runs"].items():
         total = 0.0
         for name, session in sessions.items():
@@ -127,12 +134,17 @@ def table(results: dict) -> str:
             cells = [f"{phases[p]:.0f} s" if p in phases else "-" for p in ("install", "record", "tests")]
             valid = sum(e.get("valid", 0) for e in session["examples"].values())
             rate = f"{valid / phases['tests']:.0f}" if phases.get("tests") else "-"
-            lines.append(f"| {run} | {name} | {session['wall_seconds']:.0f} s ({session['wall_seconds'] / unit:.1f} u) "
-                         f"| {' | '.join(cells)} | {_compiles(session)} | {_examples(session)} | {rate} |")
+            lines.append(
+                f"| {run} | {name} | {session['wall_seconds']:.0f} s ({session['wall_seconds'] / unit:.1f} u) "
+                f"| {' | '.join(cells)} | {_compiles(session)} | {_examples(session)} | {rate} |"
+            )
         lines.append(f"| {run} | **all** | **{total:.0f} s ({total / unit:.1f} u)** | | | | | | |")
     naive = results["unit"]["naive_seconds_per_example"]
-    lines += ["", f"unit u = one trace-compile-run of jit(jacfwd) through an optax.lbfgs() while-loop solve: "
-              f"{unit:.2f} s here; the naive way (a fresh compile per example): {1 / naive:.2f} examples/s."]
+    lines += [
+        "",
+        f"unit u = one trace-compile-run of jit(jacfwd) through an optax.lbfgs() while-loop solve: "
+        f"{unit:.2f} s here; the naive way (a fresh compile per example): {1 / naive:.2f} examples/s.",
+    ]
     return "\n".join(lines)
 
 
@@ -146,14 +158,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gate-benchmark-") as scratch:
         clone = Path(scratch) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        env = dict(os.environ, UV_CACHE_DIR=str(Path(scratch) / "uv-cache"),
-                   PIP_CACHE_DIR=str(Path(scratch) / "pip-cache"))
+        env = dict(
+            os.environ, UV_CACHE_DIR=str(Path(scratch) / "uv-cache"), PIP_CACHE_DIR=str(Path(scratch) / "pip-cache")
+        )
         if "cold" not in args.runs:  # warm only: the user's own caches
             env = dict(os.environ)
         start = time.perf_counter()
         subprocess.run(["bash", "-c", SETUP], cwd=clone, env=env, check=True)
-        results = {"machine": {"cores": os.cpu_count(), "load_before": os.getloadavg()},
-                   "setup_seconds": round(time.perf_counter() - start, 1), "runs": {}}
+        results = {
+            "machine": {"cores": os.cpu_count(), "load_before": os.getloadavg()},
+            "setup_seconds": round(time.perf_counter() - start, 1),
+            "runs": {},
+        }
         for run in args.runs:
             print(f"{run}:", flush=True)
             results["runs"][run] = run_sessions(clone, args.sessions, env)
@@ -167,8 +183,12 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")
-    failed = [f"{run} {name}" for run, sessions in results["runs"].items() for name, s in sessions.items()
-              if s["verdict"] != "green" and name != "fork"]
+    failed = [
+        f"{run} {name}"
+        for run, sessions in results["runs"].items()
+        for name, s in sessions.items()
+        if s["verdict"] != "green" and name != "fork"
+    ]
     return 1 if failed else 0
 
 

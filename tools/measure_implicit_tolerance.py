@@ -37,16 +37,22 @@ from tests.lbfgs import strategies as problems  # noqa: E402
 from tests.lbfgs.claims import DOMAIN, HESSIANS, IMPLICIT_SOLVE, LOG_SUM_EXP_DOMAIN  # noqa: E402
 
 
-def measure(objective: str, examples: int, random_seed: int, domain=None, starts=problems.AWAY_FROM_OPTIMUM
-            ) -> list[tuple[float, int, float, object]]:
+def measure(
+    objective: str, examples: int, random_seed: int, domain=None, starts=problems.AWAY_FROM_OPTIMUM
+) -> list[tuple[float, int, float, object]]:
     static = dict(IMPLICIT_SOLVE, objective=objective)
     value = solvers.compiled("lbfgs_solve", "value", **static)
     jacobian = solvers.compiled("lbfgs_solve", "jacfwd", 1, **static)
     results = []
 
     @seed(random_seed)
-    @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate, Phase.target],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate, Phase.target],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(problem=problems.quadratic_problems(np.float64, domain or DOMAIN[np.float64], starts=starts, dense=True))
     def run(problem):
         x, steps, residual = value(*problem.args())
@@ -87,14 +93,20 @@ def main() -> None:
             continue
         worst = max(results, key=lambda r: r[0])
         q50, q99, q999 = np.quantile(errors, [0.5, 0.99, 0.999])
-        print(f"{objective}: {len(errors)} converged solves of {args.examples} drawn "
-              f"({time.perf_counter() - start:.0f} s); |H J - I|: median {q50:.2g}, 99% {q99:.2g}, "
-              f"99.9% {q999:.2g}, max {errors.max():.3g}")
+        print(
+            f"{objective}: {len(errors)} converged solves of {args.examples} drawn "
+            f"({time.perf_counter() - start:.0f} s); |H J - I|: median {q50:.2g}, 99% {q99:.2g}, "
+            f"99.9% {q999:.2g}, max {errors.max():.3g}"
+        )
         error, steps, residual, problem = worst
-        print(f"  worst: steps {steps}, relative residual {residual:.3g}, "
-              f"cond {np.linalg.cond(problem.A):.3g}, n {problem.b.shape[0]}, start {problem.start}")
-        print(f"  A = {np.asarray(problem.A).tolist()}\n  b = {np.asarray(problem.b).tolist()}\n"
-              f"  x0 = {np.asarray(problem.x0).tolist()}")
+        print(
+            f"  worst: steps {steps}, relative residual {residual:.3g}, "
+            f"cond {np.linalg.cond(problem.A):.3g}, n {problem.b.shape[0]}, start {problem.start}"
+        )
+        print(
+            f"  A = {np.asarray(problem.A).tolist()}\n  b = {np.asarray(problem.b).tolist()}\n"
+            f"  x0 = {np.asarray(problem.x0).tolist()}"
+        )
 
 
 if __name__ == "__main__":

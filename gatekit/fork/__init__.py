@@ -42,7 +42,7 @@ def parse_accepted(entries: list[str]) -> dict[str, str]:
             patchable = ", ".join(sorted(n for n, d in defects.DEFECTS.items() if d.patch))
             raise GateError(f"--accept {entry!r}: {name!r} is not a defect the series fixes: use one of {patchable}")
         if not reason:
-            raise GateError(f"--accept {name}: give the reason, as --accept {name}=\"why the fork ships it\"")
+            raise GateError(f'--accept {name}: give the reason, as --accept {name}="why the fork ships it"')
         accepted[name] = reason
     return accepted
 
@@ -71,14 +71,23 @@ def run(
         version = optax_version(fork.tree, fork.label)
         constraints, exact = constraints_for(version)
         statuses, paths = patch_statuses(fork.tree, version, series_file)
-        print(f"fork: {fork.label}, optax {version}; pins: {constraints.relative_to(PROJECT_ROOT)}"
-              + ("" if exact else " (nearest known release)"), flush=True)
+        print(
+            f"fork: {fork.label}, optax {version}; pins: {constraints.relative_to(PROJECT_ROOT)}"
+            + ("" if exact else " (nearest known release)"),
+            flush=True,
+        )
         print(series.format_table(statuses), flush=True)
         missing = [paths[s.patch] for s in statuses if s.state in ("applies", "conflicts")]
         report = Report(
             verdict="not run",
-            fork={"source": source, "ref": fork.ref, "commit": fork.commit, "optax_version": version,
-                  "constraints": str(constraints.relative_to(PROJECT_ROOT)), "constraints_exact": exact},
+            fork={
+                "source": source,
+                "ref": fork.ref,
+                "commit": fork.commit,
+                "optax_version": version,
+                "constraints": str(constraints.relative_to(PROJECT_ROOT)),
+                "constraints_exact": exact,
+            },
             run="patch table only" if table_only else "as is",
             patches=[asdict(s) for s in statuses],
             apply_all=git_am_command(fork, missing) if missing else "",
@@ -102,9 +111,12 @@ def run(
             # Defects are judged against the tree that ran: a patch applied here is no
             # longer one to advise applying.
             statuses, paths = patch_statuses(fork.tree, version, series_file)
-        python = build_environment(scratch / "env", fork.tree,
-                                   fork_constraints(constraints, scratch / "constraints.txt"),
-                                   find_uv() if uv is None else uv)
+        python = build_environment(
+            scratch / "env",
+            fork.tree,
+            fork_constraints(constraints, scratch / "constraints.txt"),
+            find_uv() if uv is None else uv,
+        )
         targets, env_extra = [runner.SUITE], {}
         if applied_any:
             # The fork with the patches against the same fork without them, in this environment.
@@ -115,9 +127,15 @@ def run(
             targets.append(f"--ignore={PRIMAL_TEST}")
             report.primal = "nothing applied, nothing to compare (test_primal_identity.py not run)"
         print(f"primal identity: {report.primal}", flush=True)
-        record = runner.run(targets, reports=output, name="suite", patch_state=patch_state, python=python,
-                            args=["--known-defects=", *runner.default_workers(list(pytest_args))],
-                            env_extra=env_extra)
+        record = runner.run(
+            targets,
+            reports=output,
+            name="suite",
+            patch_state=patch_state,
+            python=python,
+            args=["--known-defects=", *runner.default_workers(list(pytest_args))],
+            env_extra=env_extra,
+        )
         judged = verdicts.judge("fork", {"suite": record}, verdicts.Expectation(accepted=accept or {}))
         report.judged, report.verdict = judged, judged.verdict
         report.findings = [asdict(f) for f in find_defects(judged, {"suite": record}, statuses, paths, fork)]
@@ -133,15 +151,35 @@ def add_command(commands) -> None:
     command = commands.add_parser("fork", help="gate an optax fork: patch table, suite, verdict")
     command.add_argument("source", help="the fork: a local git checkout or a git URL (file:// works offline)")
     command.add_argument("--ref", help="commit, branch or tag to test (default: the source's HEAD)")
-    command.add_argument("--apply", action="store_true",
-                         help="apply the missing patches (git am) to a scratch copy and run the suite there")
-    command.add_argument("--accept", action="append", default=[], metavar="DEFECT=REASON",
-                         help="a defect the fork ships knowingly (repeatable): reported as accepted, not red")
+    command.add_argument(
+        "--apply",
+        action="store_true",
+        help="apply the missing patches (git am) to a scratch copy and run the suite there",
+    )
+    command.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="DEFECT=REASON",
+        help="a defect the fork ships knowingly (repeatable): reported as accepted, not red",
+    )
     command.add_argument("--table-only", action="store_true", help="only the patch table: install and run nothing")
-    command.add_argument("--output", type=Path,
-                         help="folder for report.md, verdict.json, junit.xml (default build/fork, build/fork-apply)")
+    command.add_argument(
+        "--output",
+        type=Path,
+        help="folder for report.md, verdict.json, junit.xml (default build/fork, build/fork-apply)",
+    )
     command.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
     command.add_argument("pytest_args", nargs="*", help="extra pytest arguments for the suite (after --)")
-    command.set_defaults(run=lambda args: run(
-        args.source, args.ref, apply=args.apply, table_only=args.table_only, output=args.output,
-        series_file=args.series, pytest_args=args.pytest_args, accept=parse_accepted(args.accept)))
+    command.set_defaults(
+        run=lambda args: run(
+            args.source,
+            args.ref,
+            apply=args.apply,
+            table_only=args.table_only,
+            output=args.output,
+            series_file=args.series,
+            pytest_args=args.pytest_args,
+            accept=parse_accepted(args.accept),
+        )
+    )

@@ -100,8 +100,9 @@ def _advice(patch: Path, status: series.Status | None, checkout: Checkout) -> tu
     )
 
 
-def find_defects(judged, records: dict, statuses: list[series.Status], paths: dict[str, Path],
-                 checkout: Checkout) -> list[DefectFinding]:
+def find_defects(
+    judged, records: dict, statuses: list[series.Status], paths: dict[str, Path], checkout: Checkout
+) -> list[DefectFinding]:
     """The patchable defects the verdict found present, each with the patch and command that fix
     it, the detectors that reproduced it and the shortest report among theirs (the smallest problem)."""
     by_patch = {s.patch: s for s in statuses}
@@ -111,14 +112,25 @@ def find_defects(judged, records: dict, statuses: list[series.Status], paths: di
         if defect.patch is None or not (row.reproduced or row.optax_reproduced):
             continue  # limits are expected everywhere; absent defects need no advice
         status = by_patch.get(defect.patch)
-        finding = DefectFinding(name, defect.summary, defect.patch, status.state if status else "not in the series",
-                                *_advice(paths.get(defect.patch, PATCHES_DIR / defect.patch), status, checkout))
-        reproduced = {nodeid: test for record in records.values() for nodeid, test in record.get("tests", {}).items()
-                      if name in test.get("defects", []) and test.get("outcome") == "reproduced"}
+        finding = DefectFinding(
+            name,
+            defect.summary,
+            defect.patch,
+            status.state if status else "not in the series",
+            *_advice(paths.get(defect.patch, PATCHES_DIR / defect.patch), status, checkout),
+        )
+        reproduced = {
+            nodeid: test
+            for record in records.values()
+            for nodeid, test in record.get("tests", {}).items()
+            if name in test.get("defects", []) and test.get("outcome") == "reproduced"
+        }
         finding.tests = sorted(reproduced)
         if reproduced:
-            nodeid, test = min(reproduced.items(), key=lambda item: (len(item[1].get("report", "").splitlines()),
-                                                                      len(item[1].get("report", ""))))
+            nodeid, test = min(
+                reproduced.items(),
+                key=lambda item: (len(item[1].get("report", "").splitlines()), len(item[1].get("report", ""))),
+            )
             finding.example = {"test": nodeid, "message": test.get("report") or test.get("message", "")}
         findings.append(finding)
     return findings

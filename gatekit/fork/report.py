@@ -32,8 +32,15 @@ class Report:
         if self.judged is not None:
             document.update(self.judged.to_json())
             document["session"] = "fork"
-        document.update(fork=self.fork, run=self.run, patches=self.patches, applied=self.applied,
-                        findings=self.findings, apply_all=self.apply_all, primal=self.primal)
+        document.update(
+            fork=self.fork,
+            run=self.run,
+            patches=self.patches,
+            applied=self.applied,
+            findings=self.findings,
+            apply_all=self.apply_all,
+            primal=self.primal,
+        )
         return document
 
 
@@ -63,8 +70,10 @@ def markdown(report: Report) -> str:
     lines += [f"| `{p['patch']}` | {STATE_LABELS[p['state']]} | {p['detail']} |" for p in report.patches]
     if report.applied:
         lines += ["", "Applied to a scratch copy for this run:", ""]
-        lines += [f"- `{a['patch']}`: {a['how']}, " + ("applied" if a["ok"] else f"**not applied**: {a['detail']}")
-                  for a in report.applied]
+        lines += [
+            f"- `{a['patch']}`: {a['how']}, " + ("applied" if a["ok"] else f"**not applied**: {a['detail']}")
+            for a in report.applied
+        ]
     if report.findings:
         lines += ["", "## Defects present"]
     for finding in report.findings:
@@ -78,8 +87,14 @@ def markdown(report: Report) -> str:
         lines += [f"Fixed by `{finding['patch']}` ({_label(finding['patch_state'])}); {finding['advice']}:", ""]
         if finding["command"]:
             lines += ["```sh", finding["command"], "```", ""]
-        lines += [f"{len(finding['tests'])} detectors reproduced it. Minimal example, "
-                  f"`{finding['example'].get('test', '')}`:", "", "```text", *example, "```"]
+        lines += [
+            f"{len(finding['tests'])} detectors reproduced it. Minimal example, "
+            f"`{finding['example'].get('test', '')}`:",
+            "",
+            "```text",
+            *example,
+            "```",
+        ]
     if report.apply_all:
         lines += ["", "Every missing patch, in series order:", "", "```sh", report.apply_all, "```"]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ GATE_IDENTITY = (
     "commit.gpgsign=false",
 )
 
+
 def is_url(source: str) -> bool:
     """scheme://... or scp-like user@host:path, as git itself tells them from paths."""
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) or re.match(r"^[\w.-]+@[\w.-]+:", source))

@@ -20,8 +20,7 @@ def sdist_dir() -> Path:
     """$LBFGS_GATE_SDIST_DIR, or build/sdists where `python -m gatekit fetch` puts them."""
     folder = Path(os.environ.get(sdist.SDIST_DIR_VARIABLE) or work_dir() / "sdists")
     assert (folder / "optax-0.2.4.tar.gz").is_file(), (
-        f"no optax sdists in {folder}: run `python -m gatekit fetch 0.2.4 0.2.8` first "
-        "(`nox -s gate_selftest` does)"
+        f"no optax sdists in {folder}: run `python -m gatekit fetch 0.2.4 0.2.8` first (`nox -s gate_selftest` does)"
     )
     return folder
 
@@ -46,16 +45,27 @@ def gate(tmp_path, sdist_dir):
     def run(*args, env=None):
         environment = {**os.environ, "LBFGS_GATE_WORK_DIR": str(work), sdist.SDIST_DIR_VARIABLE: str(sdist_dir)}
         environment.update(env or {})
-        return subprocess.run([sys.executable, "-m", "gatekit", *args], cwd=PROJECT_ROOT, env=environment,
-                              capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "gatekit", *args],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     run.work = work
     return run
 
 
 def git(tree, *args):
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tree,
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 def make_repository(tree: Path) -> Path:

@@ -44,10 +44,12 @@ def test_patch_that_does_not_apply_leaves_no_tree(gate, tmp_path):
     original = gate_series.read_series()[0]
     broken = tmp_path / original.name
     # Same patch, with a context line that optax 0.2.4 does not have.
-    broken.write_text(original.read_text().replace(
-        "       # capped reciprocal of the gradient norm, see note in the docstring.",
-        "       # capped reciprocal of the gradient norm (a line optax never had).",
-    ))
+    broken.write_text(
+        original.read_text().replace(
+            "       # capped reciprocal of the gradient norm, see note in the docstring.",
+            "       # capped reciprocal of the gradient norm (a line optax never had).",
+        )
+    )
     assert broken.read_text() != original.read_text()
     (tmp_path / "series").write_text(f"{broken.name}\n")
     result = gate(*SERIES_OPTIONS, str(tmp_path / "series"))
@@ -78,8 +80,12 @@ def test_sdist_with_the_wrong_hash(gate, tmp_path):
 
 def test_sdist_that_cannot_be_downloaded(gate, tmp_path):
     # No index and nothing to find locally: pip download fails at once, offline.
-    offline = {"LBFGS_GATE_SDIST_DIR": "", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path),
-               "PIP_CONFIG_FILE": os.devnull}
+    offline = {
+        "LBFGS_GATE_SDIST_DIR": "",
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(tmp_path),
+        "PIP_CONFIG_FILE": os.devnull,
+    }
     result = gate("session", "patched", "--release", "0.2.4", env=offline)
     _one_line_error(result, "could not download the optax 0.2.4 sdist", "check the network")
     _no_tree_left(gate.work)
@@ -124,9 +130,17 @@ def test_installed_patched_tree_is_verified(sdist_dir, tmp_path, monkeypatch):
     assert tree.difference(patched) == "optax/_src/transform.py"
 
 
-@pytest.mark.parametrize("arguments", [["-k", "primal"], ["tests/lbfgs/test_seed_leak.py"], ["-x"],
-                                       ["--deselect", "tests/lbfgs/test_seed_leak.py"], ["-m", "not defect"],
-                                       ["-p", "no:gatekit.record"]])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["-k", "primal"],
+        ["tests/lbfgs/test_seed_leak.py"],
+        ["-x"],
+        ["--deselect", "tests/lbfgs/test_seed_leak.py"],
+        ["-m", "not defect"],
+        ["-p", "no:gatekit.record"],
+    ],
+)
 def test_gate_session_refuses_arguments_that_select_tests(gate, arguments):
     result = gate("session", "unpatched", "--", *arguments)
     _one_line_error(result, f"`{arguments[0]}` is not allowed in the unpatched session", "runs every test")

@@ -123,8 +123,10 @@ def test_newest_release_has_0001_upstream_and_takes_the_0002_variant_made_for_it
     assert states[P0003] == ("applies", "")
     assert states[P0004] == ("applies", f"variant 0.2.8/{P0004}")
     # The advice names the variants, the files that actually apply to this fork.
-    assert report["apply_all"] == (f"git -C {simulated['newest']} am {PATCHES_DIR / '0.2.8' / P0002} "
-                                   f"{PATCHES_DIR / P0003} {PATCHES_DIR / '0.2.8' / P0004}")
+    assert report["apply_all"] == (
+        f"git -C {simulated['newest']} am {PATCHES_DIR / '0.2.8' / P0002} "
+        f"{PATCHES_DIR / P0003} {PATCHES_DIR / '0.2.8' / P0004}"
+    )
 
 
 def test_ref_selects_the_commit_to_gate(simulated, fork_gate):
@@ -263,9 +265,23 @@ def _record(tmp_path, suite_text):
     (folder / "test_synthetic.py").write_text(suite_text)
     record = folder / "record.json"
     # Run from its own folder, so that none of the project's pytest configuration applies.
-    subprocess.run([sys.executable, "-m", "pytest", "-p", "gatekit.record", f"--gate-record={record}",
-                    "-p", "no:cacheprovider", "test_synthetic.py"],
-                   cwd=folder, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "gatekit.record",
+            f"--gate-record={record}",
+            "-p",
+            "no:cacheprovider",
+            "test_synthetic.py",
+        ],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        check=False,
+    )
     return {"suite": verdicts.load_record(record, "suite")}
 
 
@@ -313,8 +329,9 @@ def test_reproduced_defect_makes_the_verdict_red_naming_defect_patch_and_command
         "message": "Jacobian is not finite\nreproduce:\n    print(solve(A, b, x0))",
     }
     assert any("test_crashes_for_another_reason crashed in call (TypeError: true_fun" in r for r in judged.reasons)
-    assert any(r.startswith("PASS_TO_PASS test_synthetic.py::test_pass_to_pass_that_fails crashed")
-               for r in judged.reasons)
+    assert any(
+        r.startswith("PASS_TO_PASS test_synthetic.py::test_pass_to_pass_that_fails crashed") for r in judged.reasons
+    )
 
 
 def test_defect_whose_patch_conflicts_is_advised_a_three_way_git_am(simulated, tmp_path):
@@ -339,26 +356,46 @@ def test_suite_without_failures_is_green(simulated, tmp_path):
 
 
 def test_accepted_defect_is_green_and_said_first(simulated, tmp_path):
-    suite = ("import pytest\nfrom gatekit.defects import DefectObserved\n\n@pytest.mark.defect('seed-leak')\n"
-             "def test_leak():\n    raise DefectObserved('NaN')\n")
+    suite = (
+        "import pytest\nfrom gatekit.defects import DefectObserved\n\n@pytest.mark.defect('seed-leak')\n"
+        "def test_leak():\n    raise DefectObserved('NaN')\n"
+    )
     judged, (finding,) = _findings(tmp_path, simulated["pristine"], suite, {"seed-leak": "the fork pins 0.2.4"})
     assert judged.verdict == "green" and finding.name == "seed-leak"
-    report = Report(verdict=judged.verdict, fork=_fork_info(simulated["pristine"]), run="as is", patches=[],
-                    findings=[finding.__dict__], judged=judged)
+    report = Report(
+        verdict=judged.verdict,
+        fork=_fork_info(simulated["pristine"]),
+        run="as is",
+        patches=[],
+        findings=[finding.__dict__],
+        judged=judged,
+    )
     text = markdown(report)
     assert text.startswith("# optax fork gate: GATE GREEN\n\n- **accepted, not fixed**: `seed-leak`: the fork pins")
 
 
 def _fork_info(tree):
-    return {"source": str(tree), "ref": "HEAD", "commit": "0" * 40, "optax_version": "0.2.4",
-            "constraints": "constraints/optax-0.2.4.txt", "constraints_exact": True}
+    return {
+        "source": str(tree),
+        "ref": "HEAD",
+        "commit": "0" * 40,
+        "optax_version": "0.2.4",
+        "constraints": "constraints/optax-0.2.4.txt",
+        "constraints_exact": True,
+    }
 
 
 def test_markdown_summary_has_verdict_table_and_minimal_example(simulated, tmp_path):
     judged, findings = _findings(tmp_path, simulated["pristine"])
     statuses, _ = _table(simulated["pristine"])
-    report = Report(verdict=judged.verdict, fork=_fork_info(simulated["pristine"]), run="as is",
-                    patches=[s.__dict__ for s in statuses], findings=[f.__dict__ for f in findings], judged=judged)
+    report = Report(
+        verdict=judged.verdict,
+        fork=_fork_info(simulated["pristine"]),
+        run="as is",
+        patches=[s.__dict__ for s in statuses],
+        findings=[f.__dict__ for f in findings],
+        judged=judged,
+    )
     text = markdown(report)
     assert text.startswith("# optax fork gate: GATE RED: ")
     assert "| seed-leak | absent | 2/3 | - | present |" in text

@@ -81,8 +81,12 @@ def test_prepared_tree_is_reused_only_when_complete(sdist_dir):
 def test_a_patch_that_does_not_apply_names_file_and_hunk(pristine_tree):
     transform = pristine_tree / "optax/_src/transform.py"
     text = transform.read_text()
-    transform.write_text(text.replace("capped_inv_norm = jnp.minimum(1.0, 1.0/otu.tree_l2_norm(updates))",
-                                      "capped_inv_norm = jnp.minimum(1.0, 2.0/otu.tree_l2_norm(updates))"))
+    transform.write_text(
+        text.replace(
+            "capped_inv_norm = jnp.minimum(1.0, 1.0/otu.tree_l2_norm(updates))",
+            "capped_inv_norm = jnp.minimum(1.0, 2.0/otu.tree_l2_norm(updates))",
+        )
+    )
     status = series.patch_status(pristine_tree, PATCHES[0], "0.2.4")
     assert status.state == "conflicts"
     assert status.detail.startswith("optax/_src/transform.py, hunk at line ")

@@ -29,12 +29,16 @@ def _suite(tests: str) -> str:
             continue
         function = name.replace("-", "_")
         if name in LIMITS:
-            lines.append(f"\n@pytest.mark.defect({name!r})\ndef test_limit_{function}():\n"
-                         f"    raise DefectObserved('limit {name}')\n")
+            lines.append(
+                f"\n@pytest.mark.defect({name!r})\ndef test_limit_{function}():\n"
+                f"    raise DefectObserved('limit {name}')\n"
+            )
         else:
-            lines.append(f"\n@pytest.mark.defect({name!r})\ndef test_{function}(request):\n"
-                         f"    if request.config.getoption('--symptoms'):\n"
-                         f"        raise DefectObserved('{name} seen')\n")
+            lines.append(
+                f"\n@pytest.mark.defect({name!r})\ndef test_{function}(request):\n"
+                f"    if request.config.getoption('--symptoms'):\n"
+                f"        raise DefectObserved('{name} seen')\n"
+            )
     return "".join(lines)
 
 
@@ -49,8 +53,13 @@ def judge(pytester):
     """Runs a generated suite with the record plugin; returns the verdict for an expectation."""
     pytester.makeconftest(CONFTEST)
 
-    def run(tests: str, expectation: verdict.Expectation, *args: str, symptoms: bool | None = None,
-            session: str = "unpatched"):
+    def run(
+        tests: str,
+        expectation: verdict.Expectation,
+        *args: str,
+        symptoms: bool | None = None,
+        session: str = "unpatched",
+    ):
         pytester.makepyfile(test_generated=_suite(tests))
         record = pytester.path / "record.json"
         present = expectation.present or expectation.measure if symptoms is None else symptoms
@@ -90,8 +99,7 @@ def test_defect_observed_is_red_patched_and_present_in_the_matrix(judge):
     assert matrix.verdict == "red" and matrix.defects["seed-leak"].reproduced == 1
 
 
-@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED, MATRIX_PUBLISHED],
-                         ids=["unpatched", "patched", "matrix"])
+@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED, MATRIX_PUBLISHED], ids=["unpatched", "patched", "matrix"])
 def test_plain_assertion_error_is_a_crash_not_a_detection(judge, expectation):
     # A precondition or a helper's assert: an AssertionError, but not the defect's symptom.
     result = judge(SEED_DETECTOR + "    assert False, 'precondition: |g0| > 1'\n", expectation)
@@ -113,8 +121,7 @@ def test_exception_group_with_another_error_is_a_crash(judge):
         assert result.verdict == "red" and result.defects["seed-leak"].crashed == 1
 
 
-@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED, MATRIX_PUBLISHED],
-                         ids=["unpatched", "patched", "matrix"])
+@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED, MATRIX_PUBLISHED], ids=["unpatched", "patched", "matrix"])
 def test_skip_inside_a_detector_is_red(judge, expectation):
     result = judge(SEED_DETECTOR + "    pytest.skip('no device')\n", expectation)
     assert result.verdict == "red"
@@ -146,31 +153,39 @@ def test_limit_that_starts_passing_is_red(judge, expectation):
 
 
 def test_symptom_in_a_pass_to_pass_test_is_red(judge):
-    result = judge("def test_primal_identity():\n    raise DefectObserved('bits differ')\n", PATCHED,
-                   session="patched")
+    result = judge("def test_primal_identity():\n    raise DefectObserved('bits differ')\n", PATCHED, session="patched")
     assert result.verdict == "red"
     assert any(r.startswith("PASS_TO_PASS test_generated.py::test_primal_identity reproduced") for r in result.reasons)
 
 
 def test_weaker_hypothesis_profile_is_red(judge, pytester):
-    pytester.makeconftest(CONFTEST + (
-        "from hypothesis import settings\n"
-        "settings.register_profile('dev', max_examples=5)\n"
-        "settings.load_profile('dev')\n"))
-    tests = ("from hypothesis import given, strategies as st\n\n"
-             "@given(st.integers())\ndef test_property(x):\n    pass\n")
+    pytester.makeconftest(
+        CONFTEST
+        + (
+            "from hypothesis import settings\n"
+            "settings.register_profile('dev', max_examples=5)\n"
+            "settings.load_profile('dev')\n"
+        )
+    )
+    tests = "from hypothesis import given, strategies as st\n\n@given(st.integers())\ndef test_property(x):\n    pass\n"
     result = judge(tests, PATCHED, session="patched")
     assert result.verdict == "red"
     assert any("ran under hypothesis profile 'dev'" in r for r in result.reasons)
 
 
 def test_ci_profile_property_is_green_and_its_examples_counted(judge, pytester):
-    pytester.makeconftest(CONFTEST + (
-        "from hypothesis import settings\n"
-        "settings.register_profile('ci', max_examples=200, derandomize=True, report_multiple_bugs=False)\n"
-        "settings.load_profile('ci')\n"))
-    tests = ("from hypothesis import assume, given, strategies as st\n\n"
-             "@given(st.integers(0, 1000))\ndef test_property(x):\n    assume(x % 10)\n")
+    pytester.makeconftest(
+        CONFTEST
+        + (
+            "from hypothesis import settings\n"
+            "settings.register_profile('ci', max_examples=200, derandomize=True, report_multiple_bugs=False)\n"
+            "settings.load_profile('ci')\n"
+        )
+    )
+    tests = (
+        "from hypothesis import assume, given, strategies as st\n\n"
+        "@given(st.integers(0, 1000))\ndef test_property(x):\n    assume(x % 10)\n"
+    )
     result = judge(tests, PATCHED, session="patched")
     assert result.verdict == "green", result.reasons
     (examples,) = result.examples.values()
@@ -179,8 +194,9 @@ def test_ci_profile_property_is_green_and_its_examples_counted(judge, pytester):
 
 def test_accepted_defect_present_is_green_and_said_first(judge):
     accepted = verdict.Expectation(accepted={"stepsize-leak": "upstream prefers 0004 opt-in"})
-    tests = ("@pytest.mark.defect('stepsize-leak')\ndef test_stepsize():\n"
-             "    raise DefectObserved('NaN after 15 steps')\n")
+    tests = (
+        "@pytest.mark.defect('stepsize-leak')\ndef test_stepsize():\n    raise DefectObserved('NaN after 15 steps')\n"
+    )
     result = judge(tests, accepted, symptoms=False, session="fork")
     assert result.verdict == "green", result.reasons
     assert result.defects["stepsize-leak"].outcome == "accepted, present"
@@ -195,8 +211,7 @@ def test_accepting_one_defect_does_not_silence_another(judge):
 
 
 def test_missing_record_is_red():
-    result = verdict.judge("patched", {"suite": verdict.load_record("/nonexistent/record.json", "suite")},
-                           PATCHED)
+    result = verdict.judge("patched", {"suite": verdict.load_record("/nonexistent/record.json", "suite")}, PATCHED)
     assert result.verdict == "red"
     assert any("no test was collected" in r for r in result.reasons)
 

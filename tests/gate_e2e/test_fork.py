@@ -96,8 +96,12 @@ def test_apply_on_a_conflicting_fork_goes_green_through_0003_and_names_the_confl
     fork = forks.with_conflicting_edit(pristine, tmp_path / "conflicting-edit")
     result, report = fork_gate(str(fork), "--apply")
     applied = {a["patch"]: (a["how"], a["ok"]) for a in report["applied"]}
-    assert applied == {P0001: ("git am -3", False), P0002: ("git am", True), P0003: ("git am", True),
-                       P0004: ("git am", True)}
+    assert applied == {
+        P0001: ("git am -3", False),
+        P0002: ("git am", True),
+        P0003: ("git am", True),
+        P0004: ("git am", True),
+    }
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert report["verdict"] == "green" and report["findings"] == [] and report["reasons"] == []
     states = {p["patch"]: (p["state"], p["detail"]) for p in report["patches"]}

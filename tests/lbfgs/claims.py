@@ -57,6 +57,7 @@ LOG_SUM_EXP_DOMAIN = problems.Domain(
 
 def _softmax_hessian(A):
     """Hessian of log-sum-exp(x) + 1/2 x'Ax at x, written in numpy, independently of jax."""
+
     def hessian_at(x):
         p = np.exp(x - x.max())
         p /= p.sum()

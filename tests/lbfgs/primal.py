@@ -46,18 +46,19 @@ def problems() -> list[dict]:
     rng = np.random.default_rng(20261124)
     cases = [
         ("quadratic-2d", "quadratic", [[3.0, 1.0], [1.0, 2.0]], [1.0, -2.0], [0.0, 0.0]),
-        ("quadratic-5d-cond1e3", "quadratic", _spd(rng, np.logspace(0, 3, 5)), rng.standard_normal(5),
-         np.zeros(5)),
-        ("quadratic-8d-repeated", "quadratic", _spd(rng, [1, 1, 1, 10, 10, 10, 100, 100]),
-         10.0 * rng.standard_normal(8), rng.standard_normal(8)),
-        ("quadratic-3d-large-gradient", "quadratic", _spd(rng, [2.0, 5.0, 7.0]), [300.0, -40.0, 5.0],
-         [1.0, 1.0, 1.0]),
-        ("log-sum-exp-4d", "log-sum-exp", _spd(rng, [0.5, 1.0, 2.0, 4.0]), rng.standard_normal(4),
-         np.zeros(4)),
+        ("quadratic-5d-cond1e3", "quadratic", _spd(rng, np.logspace(0, 3, 5)), rng.standard_normal(5), np.zeros(5)),
+        (
+            "quadratic-8d-repeated",
+            "quadratic",
+            _spd(rng, [1, 1, 1, 10, 10, 10, 100, 100]),
+            10.0 * rng.standard_normal(8),
+            rng.standard_normal(8),
+        ),
+        ("quadratic-3d-large-gradient", "quadratic", _spd(rng, [2.0, 5.0, 7.0]), [300.0, -40.0, 5.0], [1.0, 1.0, 1.0]),
+        ("log-sum-exp-4d", "log-sum-exp", _spd(rng, [0.5, 1.0, 2.0, 4.0]), rng.standard_normal(4), np.zeros(4)),
     ]
     return [
-        dict(name=name, objective=objective, A=np.asarray(A, float), b=np.asarray(b, float),
-             x0=np.asarray(x0, float))
+        dict(name=name, objective=objective, A=np.asarray(A, float), b=np.asarray(b, float), x0=np.asarray(x0, float))
         for name, objective, A, b, x0 in cases
     ]
 
@@ -72,9 +73,7 @@ def run(problem: dict, dtype) -> dict[str, np.ndarray]:
     objective = problem["objective"]
     iterates, values = solvers.compiled("lbfgs_trajectory", num_steps=NUM_STEPS, objective=objective)(A, b, x0)
     outputs = {"lbfgs_iterates": iterates, "lbfgs_values": values}
-    solution, steps, relative_grad = solvers.compiled("lbfgs_solve", max_steps=NUM_STEPS, objective=objective)(
-        A, b, x0
-    )
+    solution, steps, relative_grad = solvers.compiled("lbfgs_solve", max_steps=NUM_STEPS, objective=objective)(A, b, x0)
     outputs.update(lbfgs_solve_x=solution, lbfgs_solve_steps=steps, lbfgs_solve_relative_grad=relative_grad)
     if objective == "quadratic":
         outputs["scale_by_lbfgs_unroll"] = solvers.compiled("scale_by_lbfgs_unroll", num_steps=NUM_STEPS)(A, b, x0)
@@ -104,13 +103,20 @@ def record(output: Path) -> int:
             # float32 runs with x64 off, as a float32 user runs them (see tests/lbfgs/conftest.py).
             jax.config.update("jax_enable_x64", dtype == "float64")
             outputs = run(problem, dtype)
-            records.append({"problem": problem["name"], "dtype": dtype,
-                            "outputs": {key: encode(value) for key, value in outputs.items()}})
+            records.append(
+                {
+                    "problem": problem["name"],
+                    "dtype": dtype,
+                    "outputs": {key: encode(value) for key, value in outputs.items()},
+                }
+            )
     reference = {
         "recorded_with": {name: version(name) for name in ("optax", "jax", "jaxlib", "numpy")},
         "num_steps": NUM_STEPS,
-        "problems": [{key: (value.tolist() if hasattr(value, "tolist") else value) for key, value in p.items()}
-                     for p in problems()],
+        "problems": [
+            {key: (value.tolist() if hasattr(value, "tolist") else value) for key, value in p.items()}
+            for p in problems()
+        ],
         "records": records,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -122,15 +128,19 @@ def record(output: Path) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lbfgs.primal", description=record.__doc__)
     parser.add_argument("--output", type=Path, help="where to write the record (default: tests/lbfgs/data/...)")
-    parser.add_argument("--expect-optax-in", type=Path,
-                        help="refuse unless the optax imported here comes from this folder")
+    parser.add_argument(
+        "--expect-optax-in", type=Path, help="refuse unless the optax imported here comes from this folder"
+    )
     args = parser.parse_args(argv)
     import optax
 
     imported_from = Path(optax.__file__).resolve().parent.parent
     if args.expect_optax_in and imported_from != args.expect_optax_in.resolve():
-        print(f"error: optax is imported from {imported_from}, not {args.expect_optax_in}: "
-              "put that folder first on PYTHONPATH", file=sys.stderr)
+        print(
+            f"error: optax is imported from {imported_from}, not {args.expect_optax_in}: "
+            "put that folder first on PYTHONPATH",
+            file=sys.stderr,
+        )
         return 2
     return record(args.output or reference_path())
 

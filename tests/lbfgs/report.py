@@ -21,12 +21,24 @@ def check(holds, message) -> None:
 
 
 def _literal(array) -> str:
-    return np.array2string(np.asarray(array), separator=", ", precision=17, threshold=10_000,
-                           max_line_width=10_000)
+    return np.array2string(np.asarray(array), separator=", ", precision=17, threshold=10_000, max_line_width=10_000)
 
 
-def problem_report(what: str, *, A, b, x0, solver: str, derivative: str, dtype, objective="quadratic",
-                   got=None, argnums=1, tangents=None, **static) -> str:
+def problem_report(
+    what: str,
+    *,
+    A,
+    b,
+    x0,
+    solver: str,
+    derivative: str,
+    dtype,
+    objective="quadratic",
+    got=None,
+    argnums=1,
+    tangents=None,
+    **static,
+) -> str:
     """A failure message: what failed, where, and lines that reproduce it outside the suite.
 
     argnums: which of (A, b, x0) "jacfwd" and "grad" differentiate, an index or a tuple.
@@ -48,15 +60,18 @@ def problem_report(what: str, *, A, b, x0, solver: str, derivative: str, dtype, 
     arrays = {"A": A, "b": b, "x0": x0}
     if tangents is not None:
         arrays.update(zip(("dA", "db", "dx0"), tangents, strict=True))
-    definitions = "\n".join(f"{name} = jnp.array({_literal(value)}, dtype=jnp.{dtype_name})"
-                            for name, value in arrays.items())
-    reproduction = "\n".join([
-        "import jax, jax.numpy as jnp",
-        f'jax.config.update("jax_enable_x64", {dtype_name == "float64"})',
-        "from tests.lbfgs import solvers  # run from the project root",
-        definitions,
-        f"print({call})",
-    ])
+    definitions = "\n".join(
+        f"{name} = jnp.array({_literal(value)}, dtype=jnp.{dtype_name})" for name, value in arrays.items()
+    )
+    reproduction = "\n".join(
+        [
+            "import jax, jax.numpy as jnp",
+            f'jax.config.update("jax_enable_x64", {dtype_name == "float64"})',
+            "from tests.lbfgs import solvers  # run from the project root",
+            definitions,
+            f"print({call})",
+        ]
+    )
     lines = [
         what,
         f"optax {version('optax')}, jax {version('jax')}; patch state: {patch_state()}",

@@ -62,8 +62,9 @@ def lbfgs_fixed_steps(A, b, x0, *, num_steps: int, objective: str = "quadratic")
     return iterates[-1]
 
 
-def lbfgs_solve(A, b, x0, *, max_steps: int = 50, rel_tol: float = 1e-6, objective: str = "quadratic",
-                extra_steps: int = 0):
+def lbfgs_solve(
+    A, b, x0, *, max_steps: int = 50, rel_tol: float = 1e-6, objective: str = "quadratic", extra_steps: int = 0
+):
     """`optax.lbfgs()` in a `lax.while_loop`, stopped when |g| <= rel_tol |g0|, then
     `extra_steps` more steps.
 
@@ -130,8 +131,11 @@ def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **sta
     `argnum` is ignored where the transform takes none, so a configuration is traced
     once per process however a test names it (tracing costs seconds).
     """
-    defaults = {key: parameter.default for key, parameter in inspect.signature(SOLVERS[name]).parameters.items()
-                if parameter.default is not inspect.Parameter.empty}
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(SOLVERS[name]).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
     argnum = tuple(argnum) if isinstance(argnum, list | tuple) else argnum
     if transform in ("value", "jvp"):
         argnum = None

@@ -109,8 +109,9 @@ def spd_matrices(draw, n: int, dtype, domain: Domain, dense: bool = False) -> np
     if dense:
         # Distinct eigenvalues, on a grid of 1/EIGEN_GRID decades of the condition
         # number: neighbours differ by a factor max_condition ** (1 / EIGEN_GRID) at least.
-        exponents = [k / EIGEN_GRID for k in draw(
-            st.lists(st.integers(0, EIGEN_GRID), min_size=n, max_size=n, unique=True))]
+        exponents = [
+            k / EIGEN_GRID for k in draw(st.lists(st.integers(0, EIGEN_GRID), min_size=n, max_size=n, unique=True))
+        ]
         sources = list(range(n))
     else:
         exponents = draw(st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n))
@@ -124,8 +125,9 @@ def spd_matrices(draw, n: int, dtype, domain: Domain, dense: bool = False) -> np
 
 
 @st.composite
-def quadratic_problems(draw, dtype, domain: Domain, starts=STARTS, dimensions=DIMENSIONS,
-                       dense: bool = False) -> Problem:
+def quadratic_problems(
+    draw, dtype, domain: Domain, starts=STARTS, dimensions=DIMENSIONS, dense: bool = False
+) -> Problem:
     """A problem drawn as (A, optimum x*, start x0), with b = A x* computed in `dtype`.
 
     Drawing the optimum and the start's distance from it (rather than b and x0

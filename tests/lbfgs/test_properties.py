@@ -40,8 +40,10 @@ def _call(solver, transform, problem, argnum=1, **static):
 
 
 def _describe(problem):
-    note(f"start {problem.start}, n={problem.b.shape[0]}, |g0|={problem.initial_gradient_norm:.3g}, "
-         f"cond={np.linalg.cond(np.asarray(problem.A, np.float64)):.3g}")
+    note(
+        f"start {problem.start}, n={problem.b.shape[0]}, |g0|={problem.initial_gradient_norm:.3g}, "
+        f"cond={np.linalg.cond(np.asarray(problem.A, np.float64)):.3g}"
+    )
     event(f"start: {problem.start}")
 
 
@@ -53,9 +55,20 @@ def _target_small_initial_gradient(problem):
 
 def _assert_finite(values, what, problem, solver, derivative, **static):
     for name, value in zip(("d/dA", "d/db", "d/dx0"), values, strict=False):
-        check(np.all(np.isfinite(value)), lambda name=name, value=value: problem_report(
-            f"{what}: {name} is not finite", A=problem.A, b=problem.b, x0=problem.x0, solver=solver,
-            derivative=derivative, dtype=problem.dtype, got=value, **static))
+        check(
+            np.all(np.isfinite(value)),
+            lambda name=name, value=value: problem_report(
+                f"{what}: {name} is not finite",
+                A=problem.A,
+                b=problem.b,
+                x0=problem.x0,
+                solver=solver,
+                derivative=derivative,
+                dtype=problem.dtype,
+                got=value,
+                **static,
+            ),
+        )
 
 
 def _check_solve_derivatives_finite(problem, objective="quadratic"):
@@ -99,8 +112,11 @@ def _check_unroll_derivatives_finite(problem, steps=UNROLL, what="Jacobian of th
 @pytest.mark.defect("seed-leak")
 @float64
 # Found by search on optax 0.2.4 as released (ci profile): started at the optimum, b = x0 = 0.
-@example(problem=problems.Problem(np.eye(2, dtype=np.float64), np.zeros(2, np.float64), np.zeros(2, np.float64),
-                                  problems.AT_OPTIMUM_ZERO))
+@example(
+    problem=problems.Problem(
+        np.eye(2, dtype=np.float64), np.zeros(2, np.float64), np.zeros(2, np.float64), problems.AT_OPTIMUM_ZERO
+    )
+)
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
 def test_unroll_derivatives_are_finite_float64(problem, dtype):
@@ -135,8 +151,11 @@ def test_search_alone_finds_unroll_derivatives_finite_float32(problem, dtype):
 @pytest.mark.defect("seed-leak")
 @float32
 # Found by search on optax 0.2.4 as released (ci profile): started at the optimum, b = x0 = 0.
-@example(problem=problems.Problem(np.eye(2, dtype=np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32),
-                                  problems.AT_OPTIMUM_ZERO))
+@example(
+    problem=problems.Problem(
+        np.eye(2, dtype=np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32), problems.AT_OPTIMUM_ZERO
+    )
+)
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32]))
 def test_unroll_derivatives_are_finite_float32(problem, dtype):
@@ -160,15 +179,26 @@ def _check_past_convergence_derivatives_finite(problem):
 # 2 steps (float64, float32) with 0001 and 0002 applied: the tangent of 1/(y.s) overflows
 # as the steps shrink to rounding noise.
 PAST_CONVERGENCE_FLOAT64 = problems.Problem(
-    np.array([[1.0, 2.11898069e-16], [2.11898069e-16, 1.0]]), np.zeros(2), np.array([1e-15, 1.5625e-17]),
-    problems.B_ZERO)
+    np.array([[1.0, 2.11898069e-16], [2.11898069e-16, 1.0]]),
+    np.zeros(2),
+    np.array([1e-15, 1.5625e-17]),
+    problems.B_ZERO,
+)
 PAST_CONVERGENCE_FLOAT32 = problems.Problem(
-    np.array([[1.0, 0.0, 0.0, -1.3401578e-16, -1.3401578e-16],
-              [0.0, 1.0, 0.0, 0.0, 0.0],
-              [0.0, 0.0, 1.0, 0.0, 0.0],
-              [-1.3401578e-16, 0.0, 0.0, 1.0, -1.1102230e-16],
-              [-1.3401578e-16, 0.0, 0.0, -1.1102230e-16, 1.0]], np.float32),
-    np.eye(5, dtype=np.float32)[0], np.eye(5, dtype=np.float32)[0], problems.GENERIC)
+    np.array(
+        [
+            [1.0, 0.0, 0.0, -1.3401578e-16, -1.3401578e-16],
+            [0.0, 1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0, 0.0],
+            [-1.3401578e-16, 0.0, 0.0, 1.0, -1.1102230e-16],
+            [-1.3401578e-16, 0.0, 0.0, -1.1102230e-16, 1.0],
+        ],
+        np.float32,
+    ),
+    np.eye(5, dtype=np.float32)[0],
+    np.eye(5, dtype=np.float32)[0],
+    problems.GENERIC,
+)
 
 
 # float64 has range enough that the stepsize's tangent stays finite over 30 steps here:
@@ -202,26 +232,36 @@ def test_unroll_past_convergence_derivatives_are_finite_float32(problem, dtype):
 
 
 @pytest.mark.defect("memory-leak")
-@pytest.mark.parametrize("dtype, problem, num_steps", [
-    pytest.param(np.float64, PAST_CONVERGENCE_FLOAT64, 6, id="float64-6-steps"),
-    pytest.param(np.float32, PAST_CONVERGENCE_FLOAT32, 2, id="float32-2-steps"),
-])
+@pytest.mark.parametrize(
+    "dtype, problem, num_steps",
+    [
+        pytest.param(np.float64, PAST_CONVERGENCE_FLOAT64, 6, id="float64-6-steps"),
+        pytest.param(np.float32, PAST_CONVERGENCE_FLOAT32, 2, id="float32-2-steps"),
+    ],
+)
 def test_unroll_past_convergence_curvature_tangent_is_finite(dtype, problem, num_steps):
     """The memory leak alone: the shortest unrolls of the examples above that overflowed.
 
     At these lengths the stepsize's tangent is still finite, so only 0003 fixes them.
     """
     jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, num_steps=num_steps)
-    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd",
-                   num_steps=num_steps)
+    _assert_finite(
+        jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd", num_steps=num_steps
+    )
 
 
 def _check_reverse_gradient_finite(problem):
     static = REVERSE[problem.dtype.type]
     _describe(problem)
     gradients = _call("scale_by_lbfgs_unroll", "grad", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(gradients, "reverse-mode gradient of sum(x) through scale_by_lbfgs",
-                   problem, "scale_by_lbfgs_unroll", "grad", **static)
+    _assert_finite(
+        gradients,
+        "reverse-mode gradient of sum(x) through scale_by_lbfgs",
+        problem,
+        "scale_by_lbfgs_unroll",
+        "grad",
+        **static,
+    )
 
 
 @pytest.mark.defect("reverse-nan")
@@ -271,10 +311,20 @@ def _check_implicit_jacobian(problem, objective):
     note(f"steps {int(steps)}, relative residual {float(residual):.3g}, |H J - I| = {error:.3g}")
     assume(_reached_tolerance(residual, steps, static))
     target(error, label="|H J - I|")
-    check(error <= IMPLICIT_TOLERANCE, lambda: problem_report(
-        f"d x*/d b is not the inverse Hessian: |H J - I| = {error:.3g} > {IMPLICIT_TOLERANCE}",
-        A=problem.A, b=problem.b, x0=problem.x0, solver="lbfgs_solve", derivative="jacfwd",
-        dtype=problem.dtype, got=jacobian, **static))
+    check(
+        error <= IMPLICIT_TOLERANCE,
+        lambda: problem_report(
+            f"d x*/d b is not the inverse Hessian: |H J - I| = {error:.3g} > {IMPLICIT_TOLERANCE}",
+            A=problem.A,
+            b=problem.b,
+            x0=problem.x0,
+            solver="lbfgs_solve",
+            derivative="jacfwd",
+            dtype=problem.dtype,
+            got=jacobian,
+            **static,
+        ),
+    )
 
 
 @pytest.mark.defect("memory-leak")
@@ -283,8 +333,9 @@ def _check_implicit_jacobian(problem, objective):
 @example(problem=pinned.QUADRATIC_MEMORY_LEAK)
 @example(problem=pinned.QUADRATIC_STEPSIZE_LEAK)
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM,
-                                           dense=True))
+@given(
+    problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM, dense=True)
+)
 def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     """For a solve that reached its tolerance, d x*/d b = A^-1 (implicit-function theorem).
 
@@ -302,8 +353,9 @@ def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
 @float64
 @example(problem=pinned.LOG_SUM_EXP_MEMORY_LEAK)
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, LOG_SUM_EXP_DOMAIN, starts=problems.AWAY_FROM_OPTIMUM,
-                                           dense=True))
+@given(
+    problem=problems.quadratic_problems(np.float64, LOG_SUM_EXP_DOMAIN, starts=problems.AWAY_FROM_OPTIMUM, dense=True)
+)
 def test_log_sum_exp_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     """Not a quadratic: f = logsumexp(x) + 1/2 x'Ax - b'x, d x*/d b = (A + diag(p) - pp')^-1 at x*.
 
@@ -343,9 +395,11 @@ FD_TOLERANCE = 1e-5
 @float64
 @example(data=pinned.JVP_MEMORY_LEAK)
 @PROPERTY
-@given(data=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM,
-                                        dense=True)
-       .flatmap(lambda problem: problems.tangents(problem, move_A=False).map(lambda tangent: (problem, tangent))))
+@given(
+    data=problems.quadratic_problems(
+        np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM, dense=True
+    ).flatmap(lambda problem: problems.tangents(problem, move_A=False).map(lambda tangent: (problem, tangent)))
+)
 def test_solve_jvp_matches_central_differences(data, dtype):
     """jax.jvp of the solve in a random direction (db, dx0) agrees with central differences.
 
@@ -358,8 +412,16 @@ def test_solve_jvp_matches_central_differences(data, dtype):
     static = IMPLICIT_SOLVE
     _describe(problem)
     _, jvp = solvers.compiled("lbfgs_solve", "jvp", **static)(*problem.args(), *tangent)
-    report = dict(A=problem.A, b=problem.b, x0=problem.x0, solver="lbfgs_solve", derivative="jvp",
-                  dtype=problem.dtype, tangents=tangent, **static)
+    report = dict(
+        A=problem.A,
+        b=problem.b,
+        x0=problem.x0,
+        solver="lbfgs_solve",
+        derivative="jvp",
+        dtype=problem.dtype,
+        tangents=tangent,
+        **static,
+    )
     check(np.all(np.isfinite(jvp)), lambda: problem_report("jvp of the solve is not finite", got=jvp, **report))
     solve = solvers.compiled("lbfgs_solve", "value", **static)
     ends = []
@@ -376,15 +438,24 @@ def test_solve_jvp_matches_central_differences(data, dtype):
     discrepancy = float(np.linalg.norm(np.asarray(jvp) - differences))
     note(f"|jvp - central differences| = {discrepancy:.3g}, allowed {allowed:.3g}")
     target(discrepancy / allowed, label="discrepancy / allowed")
-    check(discrepancy <= allowed, lambda: problem_report(
-        f"jvp {np.asarray(jvp)} != central differences {differences} (|diff| {discrepancy:.3g} > {allowed:.3g})",
-        got=jvp, **report))
+    check(
+        discrepancy <= allowed,
+        lambda: problem_report(
+            f"jvp {np.asarray(jvp)} != central differences {differences} (|diff| {discrepancy:.3g} > {allowed:.3g})",
+            got=jvp,
+            **report,
+        ),
+    )
 
 
-@pytest.mark.parametrize("solver, static", [
-    ("lbfgs_fixed_steps", dict(num_steps=2)),
-    ("lbfgs_solve", SOLVE[np.float64]),
-], ids=["scan-unroll", "while-loop-solve"])
+@pytest.mark.parametrize(
+    "solver, static",
+    [
+        ("lbfgs_fixed_steps", dict(num_steps=2)),
+        ("lbfgs_solve", SOLVE[np.float64]),
+    ],
+    ids=["scan-unroll", "while-loop-solve"],
+)
 def test_jax_refuses_reverse_mode_through_zoom_linesearch(solver, static):
     # The zoom linesearch is a lax.while_loop: JAX must refuse with its own error, not
     # return a silently wrong gradient. Tracing raises before any compilation.
@@ -430,6 +501,7 @@ def test_strategy_dense_problems_have_distinct_eigenvalues(problem, dtype):
 # Limits: each region the properties above exclude, with a minimal example. Strict
 # expected failures everywhere (gatekit/defects.py registers them with patch=None).
 
+
 @pytest.mark.defect("fixed-step-divergence-at-optimum")
 @float32
 def test_reverse_gradient_started_at_optimum_is_finite_float32(dtype):
@@ -437,8 +509,14 @@ def test_reverse_gradient_started_at_optimum_is_finite_float32(dtype):
     problem = problems.Problem(np.eye(2, dtype=dtype) * 1000, np.zeros(2, dtype), np.zeros(2, dtype), "limit")
     static = REVERSE[np.float32]
     gradients = _call("scale_by_lbfgs_unroll", "grad", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(gradients, "reverse-mode gradient of sum(x) through scale_by_lbfgs",
-                   problem, "scale_by_lbfgs_unroll", "grad", **static)
+    _assert_finite(
+        gradients,
+        "reverse-mode gradient of sum(x) through scale_by_lbfgs",
+        problem,
+        "scale_by_lbfgs_unroll",
+        "grad",
+        **static,
+    )
 
 
 @pytest.mark.defect("fixed-step-divergence-at-optimum")
@@ -454,8 +532,7 @@ def test_unroll_reaching_zero_gradient_derivatives_are_finite_float32(dtype):
     x0 = np.array([1.0, 0.0], dtype)
     problem = problems.Problem(A, A @ x0, x0, "limit")
     jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, num_steps=30)
-    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd",
-                   num_steps=30)
+    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd", num_steps=30)
 
 
 @pytest.mark.defect("no-step-at-optimum")
@@ -463,8 +540,9 @@ def test_unroll_reaching_zero_gradient_derivatives_are_finite_float32(dtype):
 def test_solve_started_at_optimum_jacobian_is_inverse_hessian(dtype):
     """Outside the implicit-derivative property's domain: g0 = 0, so the solve takes no step."""
     A = np.diag([1.0, 2.0])
-    jacobian = solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **IMPLICIT_SOLVE)(
-        A, np.zeros(2), np.zeros(2))[1]
+    jacobian = solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **IMPLICIT_SOLVE)(A, np.zeros(2), np.zeros(2))[
+        1
+    ]
     check(np.all(np.isfinite(jacobian)), lambda: f"J = {np.asarray(jacobian)}")
     error = np.linalg.norm(A @ np.asarray(jacobian) - np.eye(2), 2)
     check(error <= IMPLICIT_TOLERANCE, lambda: f"|A J - I| = {error:.3g}: J = {np.asarray(jacobian)}")
@@ -472,11 +550,14 @@ def test_solve_started_at_optimum_jacobian_is_inverse_hessian(dtype):
 
 @pytest.mark.defect("stopping-rule-ignores-tangent")
 @float64
-@pytest.mark.parametrize("A, b, x0", [
-    # The gradient stays along e1, an eigenvector: one step solves it exactly (relative
-    # residual 0), before the tangent along e5 has moved: |A J - I| = 1e4.
-    pytest.param(np.diag([1.0, 1.0, 1.0, 1.0, 1e4]), [1.0, 0, 0, 0, 0], [2.0, 0, 0, 0, 0], id="eigenvector-start"),
-])
+@pytest.mark.parametrize(
+    "A, b, x0",
+    [
+        # The gradient stays along e1, an eigenvector: one step solves it exactly (relative
+        # residual 0), before the tangent along e5 has moved: |A J - I| = 1e4.
+        pytest.param(np.diag([1.0, 1.0, 1.0, 1.0, 1e4]), [1.0, 0, 0, 0, 0], [2.0, 0, 0, 0, 0], id="eigenvector-start"),
+    ],
+)
 def test_solve_converged_in_invariant_subspace_jacobian_is_inverse_hessian(A, b, x0, dtype):
     """Outside the implicit property's domain: problems whose first gradient's Krylov space is
     not the whole space (the dense strategy draws none). The stopping rule sees only the primal:
@@ -486,9 +567,13 @@ def test_solve_converged_in_invariant_subspace_jacobian_is_inverse_hessian(A, b,
     x, steps, residual = solvers.compiled("lbfgs_solve", "value", **IMPLICIT_SOLVE)(A, b, x0)
     jacobian = np.asarray(solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **IMPLICIT_SOLVE)(A, b, x0)[1])
     error = np.linalg.norm(A @ jacobian - np.eye(len(b)), 2)
-    check(error <= IMPLICIT_TOLERANCE, lambda: (
-        f"|A J - I| = {error:.3g} after {int(steps)} steps (relative residual {float(residual):.3g}): "
-        f"J = {jacobian}"))
+    check(
+        error <= IMPLICIT_TOLERANCE,
+        lambda: (
+            f"|A J - I| = {error:.3g} after {int(steps)} steps (relative residual {float(residual):.3g}): "
+            f"J = {jacobian}"
+        ),
+    )
 
 
 @pytest.mark.defect("stopping-rule-ignores-tangent")
@@ -506,5 +591,7 @@ def test_solve_jvp_along_A_is_implicit(dtype):
     _, jvp = solvers.compiled("lbfgs_solve", "jvp", **IMPLICIT_SOLVE)(A, b, x0, dA, np.zeros(5), np.zeros(5))
     implicit = np.linalg.solve(A, -dA @ np.linalg.solve(A, b))
     error = np.linalg.norm(np.asarray(jvp) - implicit) / np.linalg.norm(implicit)
-    check(error <= FD_TOLERANCE, lambda: (
-        f"|jvp - implicit| / |implicit| = {error:.3g}: jvp {np.asarray(jvp)}, implicit {implicit}"))
+    check(
+        error <= FD_TOLERANCE,
+        lambda: f"|jvp - implicit| / |implicit| = {error:.3g}: jvp {np.asarray(jvp)}, implicit {implicit}",
+    )

@@ -44,10 +44,20 @@ def _gradient_of_sum(A, b, x0, num_steps):
 def test_gradient_through_unroll_is_finite_from_the_first_step(A, b, num_steps, dtype):
     A, b, x0 = _problem(A, b, dtype)
     gradient = _gradient_of_sum(A, b, x0, num_steps)
-    check(np.all(np.isfinite(gradient)), lambda: problem_report(
-        f"jax.grad through {num_steps} step(s) of scale_by_lbfgs is not finite", A=A, b=b, x0=x0,
-        solver="scale_by_lbfgs_unroll", derivative="grad", dtype=dtype, got=gradient, num_steps=num_steps,
-    ))
+    check(
+        np.all(np.isfinite(gradient)),
+        lambda: problem_report(
+            f"jax.grad through {num_steps} step(s) of scale_by_lbfgs is not finite",
+            A=A,
+            b=b,
+            x0=x0,
+            solver="scale_by_lbfgs_unroll",
+            derivative="grad",
+            dtype=dtype,
+            got=gradient,
+            num_steps=num_steps,
+        ),
+    )
 
 
 @pytest.mark.parametrize("A, b", PROBLEMS)
@@ -75,9 +85,18 @@ def test_gradient_after_convergence_matches_the_implicit_function_answer(A, b, d
     gradient = _gradient_of_sum(A, b, x0, CONVERGED_STEPS)
     implicit = np.linalg.solve(np.asarray(A, np.float64), np.ones(A.shape[0]))
     error = np.max(np.abs(np.asarray(gradient, np.float64) - implicit)) / np.max(np.abs(implicit))
-    check(error <= _tolerance(A), lambda: problem_report(
-        f"jax.grad after {CONVERGED_STEPS} steps is not A^-1 1 = {implicit} "
-        f"(relative error {error:.3g} > {_tolerance(A):.3g})",
-        A=A, b=b, x0=x0, solver="scale_by_lbfgs_unroll", derivative="grad", dtype=dtype, got=gradient,
-        num_steps=CONVERGED_STEPS,
-    ))
+    check(
+        error <= _tolerance(A),
+        lambda: problem_report(
+            f"jax.grad after {CONVERGED_STEPS} steps is not A^-1 1 = {implicit} "
+            f"(relative error {error:.3g} > {_tolerance(A):.3g})",
+            A=A,
+            b=b,
+            x0=x0,
+            solver="scale_by_lbfgs_unroll",
+            derivative="grad",
+            dtype=dtype,
+            got=gradient,
+            num_steps=CONVERGED_STEPS,
+        ),
+    )

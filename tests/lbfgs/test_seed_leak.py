@@ -55,9 +55,10 @@ def _issue_1189_solve(b, x0, A, tol=1e-6, max_iter=50):
 
 
 def _assert_finite(jacobian, **problem):
-    check(np.all(np.isfinite(jacobian)), lambda: problem_report(
-        "Jacobian of the L-BFGS solve is not finite", got=jacobian, **problem
-    ))
+    check(
+        np.all(np.isfinite(jacobian)),
+        lambda: problem_report("Jacobian of the L-BFGS solve is not finite", got=jacobian, **problem),
+    )
 
 
 @pytest.mark.defect("seed-leak")
@@ -66,8 +67,15 @@ def test_issue_1189_forward_derivative_through_while_loop_solve_is_finite(dtype)
     # the loop still takes one step, and the first gradient is exactly zero.
     A, b, x0 = jnp.array(A_2D, dtype), jnp.zeros(2, dtype), jnp.zeros(2, dtype)
     jacobian = jax.jit(jax.jacfwd(_issue_1189_solve))(b, x0, A)
-    _assert_finite(jacobian, A=A, b=b, x0=x0, solver="issue-1189 while loop (tests/lbfgs/test_seed_leak.py)",
-                   derivative="jacfwd", dtype=dtype)
+    _assert_finite(
+        jacobian,
+        A=A,
+        b=b,
+        x0=x0,
+        solver="issue-1189 while loop (tests/lbfgs/test_seed_leak.py)",
+        derivative="jacfwd",
+        dtype=dtype,
+    )
 
 
 @pytest.mark.defect("seed-leak")
@@ -84,8 +92,7 @@ def test_solution_jacobian_is_finite_when_started_at_optimum(A, b, x0, dtype):
     # The unroll of the seed-leak properties (a zero first gradient is NaN from the first step on).
     static = UNROLL[np.dtype(dtype).type]
     jacobian = solvers.compiled("lbfgs_fixed_steps", "jacfwd", ALL_ARGUMENTS, **static)(A, b, x0)[1]
-    _assert_finite(jacobian, A=A, b=b, x0=x0, solver="lbfgs_fixed_steps", derivative="jacfwd", dtype=dtype,
-                   **static)
+    _assert_finite(jacobian, A=A, b=b, x0=x0, solver="lbfgs_fixed_steps", derivative="jacfwd", dtype=dtype, **static)
 
 
 @pytest.mark.defect("seed-leak")
@@ -98,8 +105,7 @@ def test_solution_jacobian_is_finite_for_tiny_float32_gradient(dtype):
     assert float(jnp.linalg.norm(b)) == 0.0, "precondition: |b|**2 must underflow"
     static = dict(num_steps=1)
     jacobian = solvers.compiled("lbfgs_fixed_steps", "jacfwd", ALL_ARGUMENTS, **static)(A, b, x0)[1]
-    _assert_finite(jacobian, A=A, b=b, x0=x0, solver="lbfgs_fixed_steps", derivative="jacfwd", dtype=dtype,
-                   **static)
+    _assert_finite(jacobian, A=A, b=b, x0=x0, solver="lbfgs_fixed_steps", derivative="jacfwd", dtype=dtype, **static)
 
 
 FIRST_GRADIENTS = [
@@ -132,14 +138,17 @@ def test_first_direction_has_no_tangent_through_identity_scale(grad, grad_tangen
     direction, tangent = jax.jvp(_first_direction, (grad,), (grad_tangent,))
     identity_scale = _first_identity_scale(grad, direction)
     expected = identity_scale * grad_tangent
-    check(np.array_equal(tangent, expected), lambda: (
-        f"first direction's tangent {tangent} != identity_scale * dg = {expected} "
-        f"(g = {grad}, dg = {grad_tangent}, {np.dtype(dtype).name}): the derivative flows through "
-        f"the identity scale\noptax {optax.__version__}; patch state: {patch_state()}\nreproduce:\n"
-        f"    t = optax.scale_by_lbfgs(); p = jnp.zeros({grad.shape[0]})\n"
-        f"    jax.jvp(lambda g: t.update(g, t.init(p), p)[0], (jnp.array({grad.tolist()}),),"
-        f" (jnp.array({grad_tangent.tolist()}),))"
-    ))
+    check(
+        np.array_equal(tangent, expected),
+        lambda: (
+            f"first direction's tangent {tangent} != identity_scale * dg = {expected} "
+            f"(g = {grad}, dg = {grad_tangent}, {np.dtype(dtype).name}): the derivative flows through "
+            f"the identity scale\noptax {optax.__version__}; patch state: {patch_state()}\nreproduce:\n"
+            f"    t = optax.scale_by_lbfgs(); p = jnp.zeros({grad.shape[0]})\n"
+            f"    jax.jvp(lambda g: t.update(g, t.init(p), p)[0], (jnp.array({grad.tolist()}),),"
+            f" (jnp.array({grad_tangent.tolist()}),))"
+        ),
+    )
 
 
 @pytest.mark.parametrize("grad, grad_tangent", FIRST_GRADIENTS)

@@ -41,8 +41,19 @@ def test_solve_warm_started_at_its_solution_jacobian_is_inverse_hessian(dtype):
     assert np.any(A @ x0 - b != 0), "precondition: the warm start's gradient is rounding noise, not zero"
     jacobian = np.asarray(solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **IMPLICIT_SOLVE)(A, b, x0)[1])
     error = float(np.linalg.norm(A @ jacobian - np.eye(2), 2))
-    check(error <= IMPLICIT_TOLERANCE, lambda: problem_report(
-        f"a solve warm-started at its own solution: |A J - I| = {error:.3g} > {IMPLICIT_TOLERANCE} "
-        "(differentiate the solution implicitly instead: dx*/db = A^-1)",
-        A=A, b=b, x0=x0, solver="lbfgs_solve", derivative="jacfwd", dtype=dtype, got=jacobian,
-        argnums=ALL_ARGUMENTS, **IMPLICIT_SOLVE))
+    check(
+        error <= IMPLICIT_TOLERANCE,
+        lambda: problem_report(
+            f"a solve warm-started at its own solution: |A J - I| = {error:.3g} > {IMPLICIT_TOLERANCE} "
+            "(differentiate the solution implicitly instead: dx*/db = A^-1)",
+            A=A,
+            b=b,
+            x0=x0,
+            solver="lbfgs_solve",
+            derivative="jacfwd",
+            dtype=dtype,
+            got=jacobian,
+            argnums=ALL_ARGUMENTS,
+            **IMPLICIT_SOLVE,
+        ),
+    )
