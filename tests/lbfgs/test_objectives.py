@@ -150,3 +150,13 @@ def test_lbfgs_forward_derivative_wrt_regularisation_is_the_implicit_one(dtype):
         f"jvp along l2 of optax.lbfgs() is {tangent}, not the implicit {implicit} (relative {error:.3g} > "
         f"{TOLERANCE})", solver="lbfgs_unroll", transform="jvp", data=data, x0=x0, tangents=tangents, got=tangent,
         **LBFGS))
+
+
+@pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])
+def test_newton_oracle_agrees_with_autodiff_hessian(dtype):
+    # PASS_TO_PASS, the oracle's own check: at Newton's solution, -H^-1 d(grad)/d l2 with H by
+    # jax.hessian (trees.implicit_tangent) is Newton's derivative.
+    data, _, l2_tangent = _problem(2, dtype, scale_decades=0.5, l2=1.0)
+    solution, derivative = trees.logistic_solution(data)
+    autodiff = trees.implicit_tangent("logistic-regression", data, solution, l2_tangent)
+    assert trees.relative_error(autodiff, derivative) <= 1e-10

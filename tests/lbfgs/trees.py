@@ -111,8 +111,10 @@ def implicit_tangent(objective: str, data, solution, data_tangent):
     def gradient(data, v):
         return ravel_pytree(jax.grad(OBJECTIVES[objective], argnums=1)(data, unravel(v)))[0]
 
-    hessian = jax.hessian(lambda v: OBJECTIVES[objective](data, unravel(v)))(flat)
-    _, mixed = jax.jvp(lambda d: gradient(d, flat), (data,), (data_tangent,))
+    # Jitted: op by op, jax.hessian of a small loss takes seconds; compiled, a fraction.
+    hessian = jax.jit(jax.hessian(lambda data, v: OBJECTIVES[objective](data, unravel(v)), argnums=1))(data, flat)
+    _, mixed = jax.jit(lambda data, tangent: jax.jvp(lambda d: gradient(d, flat), (data,), (tangent,)))(
+        data, data_tangent)
     tangent = -np.linalg.solve(np.asarray(hessian, np.float64), np.asarray(mixed, np.float64))
     return unravel(jnp.asarray(tangent, flat.dtype))
 
