@@ -106,7 +106,8 @@ def test_reverse_gradient_past_convergence_is_the_implicit_one(dtype):
     problems of trees.logistic_problem (column scales 10^+-1, l2 in [1e-3, 1]), 50 steps:
     iterates thrown 100 times or more off their best |grad f| for 13 of 512 (jax 0.4.35)
     and 10 of 512 (jax 0.10.2); NaN gradients for 3 of 256 with jax 0.4.35 and the series,
-    none with jax 0.10.2.
+    none with jax 0.10.2. The boundary: 20 steps, none of 512 (either jax); 30 steps, 1 (seed
+    151, jax 0.4.35) and none (jax 0.10.2). Unrolls that stop near convergence are inside.
 
     Derivative-only changes cannot fix it: the primal itself leaves the solution. Skipping
     pairs whose y^T s <= 0 (upstream PR #1749; optimistix skips y^T s below a threshold)
