@@ -156,10 +156,18 @@ def pytest_runtest_call(item):
 _EXAMPLES = pytest.StashKey[dict]()
 
 
+def _plain_nodeid(item) -> str:
+    """The node id as collected: pytest-xdist's --dist loadgroup appends "@GROUP" to it."""
+    mark = item.get_closest_marker("xdist_group")
+    group = (mark.args[0] if mark.args else mark.kwargs.get("name")) if mark else None
+    suffix = f"@{group}" if group else ""
+    return item.nodeid[: -len(suffix)] if suffix and item.nodeid.endswith(suffix) else item.nodeid
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
-    entry = {"when": call.when, "defects": defect_names(item), "kind": "passed"}
+    entry = {"when": call.when, "defects": defect_names(item), "kind": "passed", "nodeid": _plain_nodeid(item)}
     if call.excinfo is not None:
         entry["kind"] = _kind(call.excinfo, item.path.name in _module_defects(item.config))
         if entry["kind"] == "reproduced" and call.when != "call":
@@ -187,7 +195,9 @@ class Recorder:
         if not entries:
             return
         entry = entries[-1]
-        test = self.tests.setdefault(report.nodeid, {"defects": entry["defects"], "outcome": "passed"})
+        test = self.tests.setdefault(
+            entry.get("nodeid", report.nodeid), {"defects": entry["defects"], "outcome": "passed"}
+        )
         if entry.get("hypothesis") is not None:
             test["hypothesis"] = entry["hypothesis"]
         if entry.get("examples") is not None:

@@ -56,10 +56,14 @@ def check_pytest_args(args: list[str], session: str) -> None:
 
 
 def default_workers(args: list[str]) -> list[str]:
-    """pytest-xdist on every core unless the arguments choose (-n 0 runs in one process)."""
-    if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
-        return list(args)
-    return ["-n", "auto", *args]
+    """pytest-xdist on every core, tests that share traced solves on one worker (their
+    xdist_group, tests/lbfgs/conftest.py), unless the arguments choose (-n 0: one process)."""
+    chosen = list(args)
+    if not any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
+        chosen = ["-n", "auto", *chosen]
+    if not any(a.startswith("--dist") for a in args):
+        chosen = ["--dist", "loadgroup", *chosen]
+    return chosen
 
 
 def jax_cache_dir(python: Path | str = sys.executable) -> Path:

@@ -44,3 +44,17 @@ def _x64_matches_dtype(request):
 @pytest.fixture(params=[jnp.float32, jnp.float64], ids=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+# Tests that trace the same solver configurations run on one pytest-xdist worker
+# (`--dist loadgroup`, the gate's default): a configuration is traced once per process,
+# and tracing, not running, is what the suite spends its time on. The property and
+# seed-leak tests share their solves per dtype; the rest spread freely.
+_SHARED_SOLVES = ("test_properties.py", "test_seed_leak.py")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.path.name in _SHARED_SOLVES and "dtype" in params:
+            item.add_marker(pytest.mark.xdist_group(f"solves-{np.dtype(params['dtype']).name}"))
