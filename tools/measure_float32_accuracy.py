@@ -58,9 +58,12 @@ def main() -> None:
                 errors.append(trees.relative_error(dx, derivative))
                 if distances[-1] <= CONVERGED:
                     converged.append(errors[-1])
-            print(f"{scale_decades:<14} {l2:<6g} {max(errors, default=np.nan):<12.2g} "
-                  f"{np.median(errors) if errors else np.nan:<8.2g} {nonfinite:<11} {max(distances):<18.2g} "
-                  f"{len(converged):<10} {max(converged, default=np.nan):.2g}", flush=True)
+            print(
+                f"{scale_decades:<14} {l2:<6g} {max(errors, default=np.nan):<12.2g} "
+                f"{np.median(errors) if errors else np.nan:<8.2g} {nonfinite:<11} {max(distances):<18.2g} "
+                f"{len(converged):<10} {max(converged, default=np.nan):.2g}",
+                flush=True,
+            )
     print(f"{time.time() - start:.0f} s")
 
 

@@ -44,8 +44,16 @@ def _problem(seed, dtype, **drawn):
 
 
 def _report(what, transform, data, x0, got, tangents=None):
-    return trees.tree_report(what, solver="scale_by_lbfgs_unroll", transform=transform, data=data, x0=x0,
-                             tangents=tangents, got=got, **UNROLL)
+    return trees.tree_report(
+        what,
+        solver="scale_by_lbfgs_unroll",
+        transform=transform,
+        data=data,
+        x0=x0,
+        tangents=tangents,
+        got=got,
+        **UNROLL,
+    )
 
 
 def _check_reverse_gradient_is_implicit(seed, dtype, **drawn):
@@ -53,14 +61,29 @@ def _check_reverse_gradient_is_implicit(seed, dtype, **drawn):
     data, x0, _ = _problem(seed, dtype, **drawn)
     (d_data, d_x0) = trees.compiled("scale_by_lbfgs_unroll", "grad", **UNROLL)(data, x0)
     gradient = {"data": d_data, "x0": d_x0}
-    check(trees.all_finite(gradient), lambda: _report(
-        f"jax.grad through scale_by_lbfgs on logistic regression (seed {seed}, {drawn}) is not finite",
-        "grad", data, x0, gradient))
+    check(
+        trees.all_finite(gradient),
+        lambda: _report(
+            f"jax.grad through scale_by_lbfgs on logistic regression (seed {seed}, {drawn}) is not finite",
+            "grad",
+            data,
+            x0,
+            gradient,
+        ),
+    )
     implicit = float(trees.flat(trees.logistic_solution(data)[1]).sum())
     error = abs(float(d_data[2]) - implicit) / abs(implicit)
-    check(error <= TOLERANCE, lambda: _report(
-        f"d sum(x) / d l2 = {float(d_data[2])} is not the implicit {implicit} (relative {error:.3g} > "
-        f"{TOLERANCE}; seed {seed}, {drawn})", "grad", data, x0, gradient))
+    check(
+        error <= TOLERANCE,
+        lambda: _report(
+            f"d sum(x) / d l2 = {float(d_data[2])} is not the implicit {implicit} (relative {error:.3g} > "
+            f"{TOLERANCE}; seed {seed}, {drawn})",
+            "grad",
+            data,
+            x0,
+            gradient,
+        ),
+    )
 
 
 @pytest.mark.defect("reverse-nan")
@@ -86,10 +109,17 @@ def test_forward_derivative_wrt_regularisation_is_the_implicit_one(dtype):
         solution, implicit = trees.logistic_solution(data)
         assert trees.relative_error(x, solution) <= 1e-5, "precondition: the unroll has converged"
         error = trees.relative_error(tangent, implicit) if trees.all_finite(tangent) else np.inf
-        check(error <= TOLERANCE, lambda data=data, x0=x0, tangent=tangent, tangents=tangents, implicit=implicit,
-              error=error: _report(
-            f"jvp along l2 is {tangent}, not the implicit {implicit} (relative {error:.3g} > {TOLERANCE})",
-            "jvp", data, x0, tangent, tangents))
+        check(
+            error <= TOLERANCE,
+            lambda data=data, x0=x0, tangent=tangent, tangents=tangents, implicit=implicit, error=error: _report(
+                f"jvp along l2 is {tangent}, not the implicit {implicit} (relative {error:.3g} > {TOLERANCE})",
+                "jvp",
+                data,
+                x0,
+                tangent,
+                tangents,
+            ),
+        )
 
 
 @pytest.mark.defect("float32-rounding-noise-curvature")
@@ -124,7 +154,8 @@ def test_forward_derivative_in_the_float32_domain_is_the_implicit_one(dtype):
     # 2.7e-4 on 0.2.8 as published, 2.7e-6 and 3.2e-6 with the series.
     data, x0, l2_tangent = _problem(3, dtype, scale_decades=0.5, l2=0.1)
     x, tangent = trees.compiled("scale_by_lbfgs_unroll", "jvp", **UNROLL)(
-        data, x0, l2_tangent, jax.tree.map(np.zeros_like, x0))
+        data, x0, l2_tangent, jax.tree.map(np.zeros_like, x0)
+    )
     solution, implicit = trees.logistic_solution(data)
     assert trees.relative_error(x, solution) <= 1e-5
     assert trees.relative_error(tangent, implicit) <= TOLERANCE
@@ -147,10 +178,20 @@ def test_lbfgs_forward_derivative_wrt_regularisation_is_the_implicit_one(dtype):
     solution, implicit = trees.logistic_solution(data)
     assert trees.relative_error(x, solution) <= 1e-5, "precondition: the solve has converged"
     error = trees.relative_error(tangent, implicit) if trees.all_finite(tangent) else np.inf
-    check(error <= TOLERANCE, lambda: trees.tree_report(
-        f"jvp along l2 of optax.lbfgs() is {tangent}, not the implicit {implicit} (relative {error:.3g} > "
-        f"{TOLERANCE})", solver="lbfgs_unroll", transform="jvp", data=data, x0=x0, tangents=tangents, got=tangent,
-        **LBFGS))
+    check(
+        error <= TOLERANCE,
+        lambda: trees.tree_report(
+            f"jvp along l2 of optax.lbfgs() is {tangent}, not the implicit {implicit} (relative {error:.3g} > "
+            f"{TOLERANCE})",
+            solver="lbfgs_unroll",
+            transform="jvp",
+            data=data,
+            x0=x0,
+            tangents=tangents,
+            got=tangent,
+            **LBFGS,
+        ),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])

@@ -66,8 +66,16 @@ def test_unroll_started_at_optimum_tangent_is_finite(dtype):
     # b = 0 and x0 = 0: the first gradient is exactly zero, and the derivative of
     # tree_l2_norm over the leaves is 0/0 where it is not stopped.
     data, x0, tangents, _, tangent = _unroll_tangent(A_MILD, np.zeros(N), np.zeros(N), dtype)
-    _check_finite("jvp of optax.lbfgs() on a pytree started at its optimum is not finite", tangent,
-                  solver="lbfgs_unroll", transform="jvp", data=data, x0=x0, tangents=tangents, **UNROLL)
+    _check_finite(
+        "jvp of optax.lbfgs() on a pytree started at its optimum is not finite",
+        tangent,
+        solver="lbfgs_unroll",
+        transform="jvp",
+        data=data,
+        x0=x0,
+        tangents=tangents,
+        **UNROLL,
+    )
 
 
 @pytest.mark.defect("memory-leak")
@@ -81,8 +89,16 @@ def test_unroll_past_convergence_memory_tangent_is_finite(dtype):
     A[0, 6] = A[6, 0] = 1e-3
     e1 = np.eye(N)[0]
     data, x0, tangents, _, tangent = _unroll_tangent(A, e1, e1, dtype)
-    _check_finite("jvp of optax.lbfgs() on a pytree, past convergence, is not finite", tangent,
-                  solver="lbfgs_unroll", transform="jvp", data=data, x0=x0, tangents=tangents, **UNROLL)
+    _check_finite(
+        "jvp of optax.lbfgs() on a pytree, past convergence, is not finite",
+        tangent,
+        solver="lbfgs_unroll",
+        transform="jvp",
+        data=data,
+        x0=x0,
+        tangents=tangents,
+        **UNROLL,
+    )
 
 
 @pytest.mark.defect("stepsize-leak")
@@ -95,8 +111,16 @@ def test_unroll_past_convergence_stepsize_tangent_is_finite(dtype):
     # NaN without 0004 and finite with it, whether 0003 is applied or not.
     for eigenvalues in (np.arange(1.0, N + 1), np.logspace(0.0, 1.0, N)):
         data, x0, tangents, _, tangent = _unroll_tangent(np.diag(eigenvalues), np.ones(N), np.zeros(N), dtype)
-        _check_finite("jvp of optax.lbfgs() on a pytree, past convergence, is not finite", tangent,
-                      solver="lbfgs_unroll", transform="jvp", data=data, x0=x0, tangents=tangents, **UNROLL)
+        _check_finite(
+            "jvp of optax.lbfgs() on a pytree, past convergence, is not finite",
+            tangent,
+            solver="lbfgs_unroll",
+            transform="jvp",
+            data=data,
+            x0=x0,
+            tangents=tangents,
+            **UNROLL,
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
@@ -125,23 +149,34 @@ def _first_direction(grad):
 def test_first_direction_over_pytree_has_no_tangent_through_identity_scale(dtype):
     # |g| = 13 over three leaves (3, 4 | 12): the first direction is g / |g|, and its tangent
     # must be dg / |g|, the scale a constant. optax 0.2.4 adds -(g.dg) / |g|^3 g.
-    grad = {"kernel": np.array([[3.0, 0.0], [0.0, 4.0]], dtype), "bias": np.zeros(2, dtype),
-            "scale": np.array(12.0, dtype)}
-    grad_tangent = {"kernel": np.array([[1.0, 0.0], [0.0, 0.0]], dtype), "bias": np.array([0.0, 1.0], dtype),
-                    "scale": np.array(-1.0, dtype)}
+    grad = {
+        "kernel": np.array([[3.0, 0.0], [0.0, 4.0]], dtype),
+        "bias": np.zeros(2, dtype),
+        "scale": np.array(12.0, dtype),
+    }
+    grad_tangent = {
+        "kernel": np.array([[1.0, 0.0], [0.0, 0.0]], dtype),
+        "bias": np.array([0.0, 1.0], dtype),
+        "scale": np.array(-1.0, dtype),
+    }
     direction, tangent = jax.jvp(_first_direction, (grad,), (grad_tangent,))
     identity_scale = 1.0 / optax.tree_utils.tree_l2_norm(grad)
     assert all(jax.tree.leaves(jax.tree.map(lambda d, g: np.array_equal(d, g * identity_scale), direction, grad))), (
-        f"precondition: the first direction {direction} is g / |g|")
+        f"precondition: the first direction {direction} is g / |g|"
+    )
     expected = jax.tree.map(lambda dg: dg * identity_scale, grad_tangent)
     same = jax.tree.leaves(jax.tree.map(np.array_equal, tangent, expected))
-    check(all(same), lambda: (
-        f"first direction's tangent {tangent} != dg / |g| = {expected} over a pytree "
-        f"({np.dtype(dtype).name}): the derivative flows through the identity scale\n"
-        f"optax {optax.__version__}; patch state: {patch_state()}\nreproduce:\n"
-        f"    t = optax.scale_by_lbfgs(); g = {trees.literal(grad)}; dg = {trees.literal(grad_tangent)}\n"
-        f"    p = jax.tree.map(jnp.zeros_like, g)\n"
-        f"    jax.jvp(lambda g: t.update(g, t.init(p), p)[0], (g,), (dg,))"))
+    check(
+        all(same),
+        lambda: (
+            f"first direction's tangent {tangent} != dg / |g| = {expected} over a pytree "
+            f"({np.dtype(dtype).name}): the derivative flows through the identity scale\n"
+            f"optax {optax.__version__}; patch state: {patch_state()}\nreproduce:\n"
+            f"    t = optax.scale_by_lbfgs(); g = {trees.literal(grad)}; dg = {trees.literal(grad_tangent)}\n"
+            f"    p = jax.tree.map(jnp.zeros_like, g)\n"
+            f"    jax.jvp(lambda g: t.update(g, t.init(p), p)[0], (g,), (dg,))"
+        ),
+    )
 
 
 # Reverse mode through 100 steps of chain(scale_by_lbfgs(), scale(-0.5)), float64: long
@@ -159,7 +194,8 @@ def test_reverse_gradient_through_pytree_unroll_is_the_implicit_one(dtype):
     (d_data, d_x0) = trees.compiled("scale_by_lbfgs_unroll", "grad", **REVERSE)(data, x0)
     gradient = {"A": d_data[0], "b": d_data[1], "x0": d_x0}
     report = lambda what: trees.tree_report(  # noqa: E731
-        what, solver="scale_by_lbfgs_unroll", transform="grad", data=data, x0=x0, got=gradient, **REVERSE)
+        what, solver="scale_by_lbfgs_unroll", transform="grad", data=data, x0=x0, got=gradient, **REVERSE
+    )
     check(trees.all_finite(gradient), lambda: report("jax.grad through scale_by_lbfgs on a pytree is not finite"))
     implicit = np.linalg.solve(A_TRIDIAGONAL, np.ones(N))
     error = np.max(np.abs(np.asarray(d_data[1], np.float64) - implicit)) / np.max(np.abs(implicit))
@@ -167,8 +203,13 @@ def test_reverse_gradient_through_pytree_unroll_is_the_implicit_one(dtype):
     # differentiated (0001, 0002 and 0004) the converged unroll drifts to 1.4e-11 (1.3e-13 on
     # 0.2.8), which is the memory leak's, not this detector's: the tolerance leaves it room.
     tolerance = REVERSE_TOLERANCE
-    check(error <= tolerance, lambda: report(
-        f"d sum(x) / db = {np.asarray(d_data[1])} is not A^-1 1 = {implicit} (relative {error:.3g} > {tolerance:.3g})"))
+    check(
+        error <= tolerance,
+        lambda: report(
+            f"d sum(x) / db = {np.asarray(d_data[1])} is not A^-1 1 = {implicit} "
+            f"(relative {error:.3g} > {tolerance:.3g})"
+        ),
+    )
 
 
 # The search: pytree problems drawn directly (no filtering), steered toward a tiny first
@@ -184,8 +225,9 @@ def tree_quadratic_problems(draw, dtype):
     """A = Q diag(eigenvalues) Q^T over the 7 flattened parameters, eigenvalues log-uniform in
     [0.1, 10]; |x*| log-uniform in [1e-3, 1e3]; a generic start (x0 = x* + an offset of
     relative size in [1e-1, 1e3]) or the optimum b = 0, x0 = 0 (an exactly zero gradient)."""
-    rotation, _ = np.linalg.qr(np.array(draw(st.lists(st.floats(-1, 1), min_size=N * N, max_size=N * N)))
-                               .reshape(N, N) + 2 * np.eye(N))
+    rotation, _ = np.linalg.qr(
+        np.array(draw(st.lists(st.floats(-1, 1), min_size=N * N, max_size=N * N))).reshape(N, N) + 2 * np.eye(N)
+    )
     eigenvalues = 10.0 ** np.array(draw(st.lists(st.floats(-1, 1), min_size=N, max_size=N)))
     A = (rotation * eigenvalues) @ rotation.T
     A = (A + A.T) / 2
@@ -217,5 +259,13 @@ def test_search_alone_finds_pytree_unroll_tangent_finite(problem, dtype):
     data, x0 = (A, b), _tree(x0, dtype)
     tangents = ((np.zeros((N, N), dtype), np.ones(N, dtype)), _tree(np.zeros(N), dtype))
     _, tangent = trees.compiled("lbfgs_unroll", "jvp", **SEARCH_UNROLL)(data, x0, *tangents)
-    _check_finite("jvp of 2 optax.lbfgs() steps on a pytree is not finite", tangent, solver="lbfgs_unroll",
-                  transform="jvp", data=data, x0=x0, tangents=tangents, **SEARCH_UNROLL)
+    _check_finite(
+        "jvp of 2 optax.lbfgs() steps on a pytree is not finite",
+        tangent,
+        solver="lbfgs_unroll",
+        transform="jvp",
+        data=data,
+        x0=x0,
+        tangents=tangents,
+        **SEARCH_UNROLL,
+    )

@@ -114,13 +114,15 @@ def implicit_tangent(objective: str, data, solution, data_tangent):
     # Jitted: op by op, jax.hessian of a small loss takes seconds; compiled, a fraction.
     hessian = jax.jit(jax.hessian(lambda data, v: OBJECTIVES[objective](data, unravel(v)), argnums=1))(data, flat)
     _, mixed = jax.jit(lambda data, tangent: jax.jvp(lambda d: gradient(d, flat), (data,), (tangent,)))(
-        data, data_tangent)
+        data, data_tangent
+    )
     tangent = -np.linalg.solve(np.asarray(hessian, np.float64), np.asarray(mixed, np.float64))
     return unravel(jnp.asarray(tangent, flat.dtype))
 
 
-def logistic_problem(seed: int, dtype, *, scale_decades: float = 1.0, l2: float | None = None,
-                     rows: int = 32, features: int = 7):
+def logistic_problem(
+    seed: int, dtype, *, scale_decades: float = 1.0, l2: float | None = None, rows: int = 32, features: int = 7
+):
     """A logistic-regression problem drawn from `seed`: a design matrix whose columns have
     scales 10**U(-scale_decades, scale_decades) (uneven, as raw features are), labels drawn
     from a logistic model, l2 = 10**U(-3, 0) unless given. Returns (data, x0): x0 is zero,
