@@ -22,13 +22,11 @@ import numpy as np
 import pytest
 
 from tests.lbfgs import solvers
+from tests.lbfgs.claims import ALL_ARGUMENTS, IMPLICIT_SOLVE, IMPLICIT_TOLERANCE
 from tests.lbfgs.report import check, problem_report
 
-# The configuration of test_properties.IMPLICIT_SOLVE and its limits (2-D, float64, jacfwd
-# w.r.t. A, b and x0): the same compiled function, no new compilation.
-IMPLICIT_SOLVE = dict(max_steps=100, rel_tol=1e-10, extra_steps=1)
-ALL_ARGUMENTS = (0, 1, 2)
-IMPLICIT_TOLERANCE = 1e-3  # test_properties.IMPLICIT_TOLERANCE
+# The implicit property's configuration (2-D, float64, jacfwd w.r.t. A, b and x0) and
+# tolerance: the same compiled function as test_properties', no new compilation.
 
 
 @pytest.mark.defect("warm-start-at-solution")
