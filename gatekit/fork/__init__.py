@@ -25,7 +25,7 @@ from pathlib import Path
 from gatekit import PATCHES_DIR, PROJECT_ROOT, GateError, defects, pipeline, runner, series, work_dir
 from gatekit import verdict as verdicts
 from gatekit.fork.advice import apply_missing, find_defects, git_am_command, patch_statuses
-from gatekit.fork.environment import build_environment, constraints_for, find_uv, fork_constraints
+from gatekit.fork.environment import build_environment, constraints_for, environment_dir, find_uv, fork_constraints
 from gatekit.fork.report import Report, print_verdict, remove_reports, write_reports
 from gatekit.fork.source import _git, check_local_source, checkout, is_url, optax_version
 
@@ -111,12 +111,9 @@ def run(
             # Defects are judged against the tree that ran: a patch applied here is no
             # longer one to advise applying.
             statuses, paths = patch_statuses(fork.tree, version, series_file)
-        python = build_environment(
-            scratch / "env",
-            fork.tree,
-            fork_constraints(constraints, scratch / "constraints.txt"),
-            find_uv() if uv is None else uv,
-        )
+        pins = fork_constraints(constraints, scratch / "constraints.txt")
+        uv_binary = find_uv() if uv is None else uv
+        python = build_environment(environment_dir(pins, uv_binary), fork.tree, pins, uv_binary)
         targets, env_extra = [runner.SUITE], {}
         if applied_any:
             # The fork with the patches against the same fork without them, in this environment.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gatekit import CONSTRAINTS_DIR, PROJECT_ROOT, GateError, series, tree
+from gatekit import CONSTRAINTS_DIR, PROJECT_ROOT, GateError, series, tree, work_dir
 from gatekit.fork.source import _last_line
 
 REQUIREMENTS = PROJECT_ROOT / "requirements" / "test.txt"
@@ -69,19 +70,38 @@ def _run_quiet(command: list[str], what: str) -> None:
         raise GateError(f"{what} failed ({_last_line(result.stderr)}): fix the pins or the fork's dependencies")
 
 
+def environment_dir(constraints: Path, uv: str) -> Path:
+    """The fork environment for these pins, kept between runs in build/fork-envs/: a fork
+    gated on every commit pays for its environment once, then for installing the fork."""
+    key = hashlib.sha256()
+    for part in (constraints.read_bytes(), REQUIREMENTS.read_bytes(), sys.version.encode(), b"uv" if uv else b"pip"):
+        key.update(part)
+    return work_dir() / "fork-envs" / key.hexdigest()[:16]
+
+
 def build_environment(env_dir: Path, tree: Path, constraints: Path, uv: str) -> Path:
-    """A fresh environment with the suite's requirements and the fork's optax; its python."""
+    """The environment with the suite's requirements and the fork's optax, verified; its python.
+
+    An environment already in `env_dir` is reused: the requirements are brought to the pins
+    again (nothing to do when they are), and the fork is always reinstalled, then verified
+    file for file, so a reused environment can hold nothing but the fork under test."""
     python = env_dir / "bin" / "python"
+    reused = python.is_file()
     if uv:
-        _run_quiet([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the environment")
+        if not reused:
+            _run_quiet([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the environment")
         install = [uv, "pip", "install", "--quiet", "--python", str(python)]
+        reinstall = ["--reinstall-package", "optax"]
     else:
-        _run_quiet([sys.executable, "-m", "venv", str(env_dir)], "creating the environment")
+        if not reused:
+            _run_quiet([sys.executable, "-m", "venv", str(env_dir)], "creating the environment")
         install = [str(python), "-m", "pip", "install", "--quiet"]
+        reinstall = ["--force-reinstall", "--no-deps"] if reused else []
+    print(f"fork environment: {env_dir}" + (" (reused)" if reused else ""), flush=True)
     _run_quiet([*install, "-r", str(REQUIREMENTS), "-c", str(constraints)], "installing the suite's requirements")
     # No build isolation: flit-core comes pinned from the requirements, so the
     # build needs no index; the fork's own dependencies still resolve under the pins.
-    _run_quiet([*install, "--no-build-isolation", str(tree), "-c", str(constraints)], "installing the fork")
+    _run_quiet([*install, *reinstall, "--no-build-isolation", str(tree), "-c", str(constraints)], "installing the fork")
     verify_installed(python, tree)
     return python
 
