@@ -24,7 +24,7 @@ def status(args) -> None:
         raise GateError(
             f"{args.tree} is not an optax source tree (no optax/_src/transform.py): pass the root of an optax checkout"
         )
-    statuses = [series.patch_status(Path(args.tree), p, args.release) for p in series.read_series(args.series)]
+    statuses = series.series_status(Path(args.tree), series.read_series(args.series), args.release)
     print(series.format_table(statuses))
     if args.json:
         Path(args.json).write_text(json.dumps([s.__dict__ for s in statuses], indent=2) + "\n")

@@ -41,6 +41,12 @@ DEFECTS = {
             "convergence, converged solves miss the implicit derivative",
             "0004-zoom-linesearch-stop-gradient-through-stepsize.patch",
         ),
+        Defect(
+            "weight-underflow",
+            "reverse mode multiplies the zero cotangent of the stopped L-BFGS memory by -1/(y^T s)^2, "
+            "inf once (y^T s)^2 underflows (float32, small problems): NaN",
+            "0005-lbfgs-form-curvature-weight-without-derivatives.patch",
+        ),
         # Limits found by the property suite (tests/lbfgs/test_properties.py): no patch fixes them.
         Defect(
             "fixed-step-divergence-at-optimum",

@@ -78,7 +78,7 @@ def published(release: str, series_file: Path, sdist_dir=None, report=print) -> 
         statuses = tuple(tree.statuses(patched_tree))
     except GateError:
         patched_tree = None
-        statuses = tuple(series.patch_status(pristine, p, release) for p in series.read_series(series_file))
+        statuses = tuple(series.series_status(pristine, series.read_series(series_file), release))
     _check_version(release)
     if tree.install_and_verify(pristine):
         report(f"reinstalled optax {release} from its sdist: the environment held another build")

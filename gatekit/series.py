@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,42 @@ def patch_status(tree: Path, patch: Path, release: str | None = None) -> Status:
     if len(tried) > 1:
         detail += f" (and {len(tried) - 1} variant(s) do not apply either)"
     return Status(patch.name, "conflicts", detail)
+
+
+def series_status(tree: Path, patches: list[Path], release: str | None = None) -> list[Status]:
+    """Where each patch of a series stands against `tree`, each seen as the series stacks.
+
+    A later patch may change lines an earlier one changed (0005 rewrites a line of 0002):
+    alone, it would not apply to the release, and the earlier one would not reverse-apply
+    to a tree that carries both. So the patches are classified on a scratch copy of the
+    files they touch: from the last to the first, a patch the copy carries is "applied" and
+    taken off it; then, in order, each patch carried is put back, and each other one is
+    classified and, when it applies, applied to the copy, as `git am` would stack it.
+    """
+    files = {f for patch in patches for candidate in candidates(patch, release) for f in read_patch(candidate).files}
+    with tempfile.TemporaryDirectory(prefix="series-status-") as scratch:
+        copy = Path(scratch) / "tree"
+        for relative in files:
+            if (Path(tree) / relative).is_file():
+                (copy / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(tree) / relative, copy / relative)
+        copy.mkdir(exist_ok=True)
+        found: dict[str, Status] = {}
+        for patch in reversed(patches):
+            for candidate in candidates(patch, release):
+                if _git_apply(copy, candidate, "--check", "--reverse").returncode == 0:
+                    via = "" if candidate == patch else f"variant {_source(candidate, patch)}"
+                    found[patch.name] = Status(patch.name, "applied", via, _source(candidate, patch))
+                    _git_apply(copy, candidate, "--reverse")
+                    break
+        statuses = []
+        for patch in patches:
+            status = found.get(patch.name) or patch_status(copy, patch, release)
+            if status.state in ("applied", "applies"):
+                # Put back what the tree carries, or stack what it would take, for the next one.
+                _git_apply(copy, Path(patch).parent / status.source)
+            statuses.append(status)
+        return statuses
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

@@ -23,11 +23,9 @@ def _label(state: str) -> str:
 def patch_statuses(tree: Path, version: str, series_file: Path) -> tuple[list[series.Status], dict[str, Path]]:
     """Where each patch of the series stands against the fork, and the file (the patch or
     its variant for a nearby release) that `git am` should take."""
-    statuses, paths = [], {}
-    for patch in series.read_series(series_file):
-        status = series.patch_status(tree, patch, version)
-        statuses.append(status)
-        paths[status.patch] = patch.parent / status.source if status.source else patch
+    patches = series.read_series(series_file)
+    statuses = series.series_status(tree, patches, version)
+    paths = {s.patch: p.parent / s.source if s.source else p for s, p in zip(statuses, patches, strict=True)}
     return statuses, paths
 
 

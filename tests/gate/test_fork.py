@@ -26,7 +26,8 @@ P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
 P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
 P0003 = "0003-lbfgs-stop-gradient-through-memory.patch"
 P0004 = "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"
-SERIES = (P0001, P0002, P0003, P0004)
+P0005 = "0005-lbfgs-form-curvature-weight-without-derivatives.patch"
+SERIES = (P0001, P0002, P0003, P0004, P0005)
 
 
 def _all(state):
@@ -109,7 +110,7 @@ def test_local_edit_inside_scale_by_lbfgs_makes_0001_conflict_naming_file_and_hu
     assert result.returncode == 0, result.stderr
     states = _states(report)
     assert states[P0001] == ("conflicts", "optax/_src/transform.py, hunk at line 1698")
-    assert states[P0002] == states[P0003] == states[P0004] == ("applies", "")
+    assert states[P0002] == states[P0003] == states[P0004] == states[P0005] == ("applies", "")
     assert "| conflicts | optax/_src/transform.py, hunk at line 1698 |" in (fork_gate.output / "report.md").read_text()
 
 
@@ -122,18 +123,19 @@ def test_newest_release_has_0001_upstream_and_takes_the_0002_variant_made_for_it
     assert states[P0002] == ("applies", f"variant 0.2.8/{P0002}")
     assert states[P0003] == ("applies", "")
     assert states[P0004] == ("applies", f"variant 0.2.8/{P0004}")
+    assert states[P0005] == ("applies", f"variant 0.2.8/{P0005}")
     # The advice names the variants, the files that actually apply to this fork.
     assert report["apply_all"] == (
         f"git -C {simulated['newest']} am {PATCHES_DIR / '0.2.8' / P0002} "
-        f"{PATCHES_DIR / P0003} {PATCHES_DIR / '0.2.8' / P0004}"
+        f"{PATCHES_DIR / P0003} {PATCHES_DIR / '0.2.8' / P0004} {PATCHES_DIR / '0.2.8' / P0005}"
     )
 
 
 def test_ref_selects_the_commit_to_gate(simulated, fork_gate):
-    # Four commits back from the series-applied fork is the release as published.
-    _, report = fork_gate(str(simulated["series"]), "--table-only", "--ref", "HEAD~4")
+    # Five commits back from the series-applied fork is the release as published.
+    _, report = fork_gate(str(simulated["series"]), "--table-only", "--ref", "HEAD~5")
     assert _states(report) == _all("applies")
-    assert report["fork"]["ref"] == "HEAD~4"
+    assert report["fork"]["ref"] == "HEAD~5"
     assert report["fork"]["commit"] == forks.git(simulated["pristine"], "rev-parse", "HEAD")
 
 

@@ -63,12 +63,20 @@ def test_each_patch_adds_an_optax_style_regression_test(patch):
 
 
 def test_status_is_applies_on_the_release_and_applied_after_git_am(pristine_tree):
-    states = [series.patch_status(pristine_tree, p, "0.2.4").state for p in PATCHES]
+    # 0005 changes a line 0002 changed: each patch is seen as the series stacks it.
+    states = [s.state for s in series.series_status(pristine_tree, PATCHES, "0.2.4")]
     assert states == ["applies"] * len(PATCHES)
     make_repository(pristine_tree)
     _patched_by("git am", pristine_tree)
-    states = [series.patch_status(pristine_tree, p, "0.2.4").state for p in PATCHES]
+    states = [s.state for s in series.series_status(pristine_tree, PATCHES, "0.2.4")]
     assert states == ["applied"] * len(PATCHES)
+
+
+def test_status_of_a_tree_carrying_part_of_the_series(pristine_tree):
+    make_repository(pristine_tree)
+    git(pristine_tree, "am", "-q", str(PATCHES[0]), str(PATCHES[1]))
+    states = [s.state for s in series.series_status(pristine_tree, PATCHES, "0.2.4")]
+    assert states == ["applied", "applied"] + ["applies"] * (len(PATCHES) - 2)
 
 
 def test_prepared_tree_is_reused_only_when_complete(sdist_dir):

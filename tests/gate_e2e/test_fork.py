@@ -16,6 +16,7 @@ P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
 P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
 P0003 = "0003-lbfgs-stop-gradient-through-memory.patch"
 P0004 = "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"
+P0005 = "0005-lbfgs-form-curvature-weight-without-derivatives.patch"
 # Every defect the series fixes is in optax 0.2.4 as published (the series is made for it).
 PATCHABLE = {d.name: d.patch for d in defects.DEFECTS.values() if d.patch is not None}
 
@@ -84,6 +85,7 @@ def test_apply_makes_the_pristine_fork_green_in_a_scratch_copy(pristine, fork_ga
         (P0002, "git am", True),
         (P0003, "git am", True),
         (P0004, "git am", True),
+        (P0005, "git am", True),
     ]
     assert forks.git(pristine, "rev-parse", "HEAD") == head, "--apply changed the fork itself"
     assert forks.git(pristine, "status", "--porcelain") == ""
@@ -101,6 +103,7 @@ def test_apply_on_a_conflicting_fork_goes_green_through_0003_and_names_the_confl
         P0002: ("git am", True),
         P0003: ("git am", True),
         P0004: ("git am", True),
+        P0005: ("git am", True),
     }
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert report["verdict"] == "green" and report["findings"] == [] and report["reasons"] == []
@@ -114,7 +117,7 @@ def test_newest_release_fork_is_judged_with_its_own_pins_and_lacks_0002_to_0004(
     assert report["fork"]["constraints"] == "constraints/optax-0.2.8.txt", "no pins made for optax 0.2.8"
     # 0.2.8 ships upstream's fix for the seed leak, and none of the others.
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr
-    assert set(_defects(report)) == {"reverse-nan", "memory-leak", "stepsize-leak"}
+    assert set(_defects(report)) == {"reverse-nan", "memory-leak", "stepsize-leak", "weight-underflow"}
     assert _only_defects(report), report["reasons"]
     reverse = _defects(report)["reverse-nan"]
     assert reverse["command"] == f"git -C {fork} am {PATCHES_DIR / '0.2.8' / P0002}"

@@ -50,7 +50,10 @@ def dtype(request):
 # (`--dist loadgroup`, the gate's default): a configuration is traced once per process,
 # and tracing, not running, is what the suite spends its time on. The property and
 # seed-leak tests share their solves per dtype; the rest spread freely.
-_SHARED_SOLVES = ("test_properties.py", "test_seed_leak.py")
+# test_warm_starts.py shares the float64 implicit solve; test_pytrees.py and
+# test_objectives.py share compiled functions within each file.
+_SHARED_SOLVES = ("test_properties.py", "test_seed_leak.py", "test_warm_starts.py")
+_SHARED_WITHIN = ("test_pytrees.py", "test_objectives.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -58,3 +61,5 @@ def pytest_collection_modifyitems(items):
         params = getattr(getattr(item, "callspec", None), "params", {})
         if item.path.name in _SHARED_SOLVES and "dtype" in params:
             item.add_marker(pytest.mark.xdist_group(f"solves-{np.dtype(params['dtype']).name}"))
+        elif item.path.name in _SHARED_WITHIN:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
