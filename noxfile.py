@@ -68,10 +68,11 @@ def gate_selftest(session):
 
 @nox.session(python=PYTHON)
 def lint(session):
-    """ruff over the project's Python code; zizmor over its GitHub workflows (any finding fails)."""
+    """ruff (check and format) over the project's Python code; zizmor over its GitHub workflows (any finding fails)."""
     session.install("ruff", "zizmor", "-c", "constraints/tools.txt")
     session.run("ruff", "check", ".")
-    session.run("zizmor", "--offline", "--min-severity=informational", ".github/workflows/")
+    session.run("ruff", "format", "--check", ".")
+    session.run("zizmor", "--offline", "--persona=auditor", "--min-severity=informational", ".github/workflows/")
 
 
 @nox.session(python=PYTHON)
