@@ -13,6 +13,7 @@ build/reports/<session>/: verdict.json, report.md, junit.xml, pytest logs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -63,7 +64,7 @@ def _judge(
     compiles = {source: record.get("compiles", {}) for source, record in records.items()}
     verdict.write(result, reports, context, {"optax": build.label, "phases": phases.seconds, "compiles": compiles})
     print(verdict.table(result), flush=True)
-    print(f"reports: {reports}", flush=True)
+    print(f"reports: {os.path.relpath(reports)}", flush=True)
     return 0 if result.green else 1
 
 
