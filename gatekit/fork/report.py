@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatekit import verdict as verdicts
@@ -128,7 +128,3 @@ def print_verdict(report: Report, output: Path) -> None:
             f"{finding['patch']} ({_label(finding['patch_state'])}); {finding['advice']}: {finding['command']}"
         )
     print("\n".join(lines), file=sys.stderr, flush=True)
-
-
-def as_dict(finding) -> dict:
-    return asdict(finding)
