@@ -122,9 +122,8 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
     key = hashlib.sha256()
     for path in sorted((Path(source_tree) / "optax").rglob("*.py")):
         key.update(str(path.relative_to(source_tree)).encode() + path.read_bytes())
-    for path in sorted((PROJECT_ROOT / "tests" / "lbfgs").glob("*.py")):
-        if path.name in ("primal.py", "solvers.py"):
-            key.update(path.read_bytes())
+    for recorder in ("primal.py", "solvers.py"):
+        key.update((PROJECT_ROOT / "tests" / "lbfgs" / recorder).read_bytes())
     versions = subprocess.run(
         [
             str(python),

@@ -176,8 +176,3 @@ def install_and_verify(tree: Path, python: Path | str = sys.executable) -> bool:
             "after installing it; remove the environment and run the session again"
         )
     return True
-
-
-def optax_test_modules(tree: Path, series_file: Path) -> list[Path]:
-    """The test modules that the series adds to optax."""
-    return [Path(tree) / f for f in touched_files(series_file, tree) if f.endswith("_test.py")]
