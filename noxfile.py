@@ -60,9 +60,10 @@ def upstream(session):
 @nox.session(python=PYTHON)
 def gate_selftest(session):
     """Tests of the gate's own machinery: verdict rules, series, sdists, trees, errors (no jax)."""
-    session.install("pytest", "pytest-xdist", "pip", "hypothesis", "-c", BASE)
-    # The tests themselves stay offline: the sdists they build trees from are fetched here.
-    _gatekit(session, "fetch", *RELEASES)
+    session.install("pytest", "pytest-xdist", "pytest-timeout", "pip", "hypothesis", "-c", BASE)
+    # The tests themselves stay offline: the sdists they build trees from are fetched here
+    # (every release of the matrix: a fork's base release is found among them).
+    _gatekit(session, "fetch", *matrix_releases())
     session.run("pytest", "tests/gate", *session.posargs)
 
 
@@ -72,6 +73,7 @@ def lint(session):
     session.install("ruff", "zizmor", "-c", "constraints/tools.txt")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("python", "-m", "gatekit", "inventory", "--check")
     session.run("zizmor", "--offline", "--persona=auditor", "--min-severity=informational", ".github/workflows/")
 
 
@@ -90,6 +92,13 @@ def optax_suite(session, release):
     """optax's whole test suite, as published and with the series, compared test by test (slow: ~11 min)."""
     session.install("-r", "requirements/test.txt", "optax", "-c", f"constraints/optax_suite-{release}.txt")
     session.run("python", "-m", "gatekit.optax_suite", "--release", release, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def inventory(session):
+    """Collect the suite and write tests/lbfgs/inventory.json, the node ids every gate run must collect."""
+    _install_suite(session, BASE)
+    _gatekit(session, "inventory")
 
 
 @nox.session(python=PYTHON)
@@ -120,7 +129,7 @@ def fork_e2e(session):
     from gatekit.fork.environment import find_uv
 
     session.install("pytest", "pip", "-c", BASE)
-    _gatekit(session, "fetch", *RELEASES)
+    _gatekit(session, "fetch", *matrix_releases())
     session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})
 
 

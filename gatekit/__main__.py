@@ -11,7 +11,20 @@ import json
 import sys
 from pathlib import Path
 
-from gatekit import PATCHES_DIR, GateError, base_release, fork, matrix, newest_release, sdist, series, sessions
+from gatekit import (
+    PATCHES_DIR,
+    GateError,
+    base_release,
+    fork,
+    inventory,
+    matrix,
+    newest_release,
+    runner,
+    sdist,
+    series,
+    sessions,
+    work_dir,
+)
 
 
 def session(args) -> int:
@@ -33,6 +46,31 @@ def status(args) -> None:
 def fetch(args) -> None:
     for release in args.releases or [base_release(), newest_release()]:
         print(sdist.fetch(release))
+
+
+def take_inventory(args) -> int:
+    if args.check:
+        problems = inventory.check()
+        for problem in problems:
+            print(f"inventory: {problem}", file=sys.stderr)
+        if problems:
+            print("error: tests/lbfgs/inventory.json is stale: run `nox -s inventory` and commit it", file=sys.stderr)
+            return 1
+        print(f"inventory: {len(inventory.expected())} tests, consistent with the suite's files")
+        return 0
+    runner.check_environment("inventory")
+    record = runner.run(
+        [runner.SUITE, "--collect-only"],
+        reports=work_dir() / "reports" / "inventory",
+        name="suite",
+        patch_state="collecting the inventory",
+        args=["--known-defects="],
+    )
+    if record.get("collection_errors"):
+        raise GateError(f"the suite does not collect: {record['collection_errors'][0]}")
+    written = inventory.write(record["inventory"])
+    print(f"wrote {written.relative_to(inventory.PROJECT_ROOT)}: {len(inventory.expected())} tests")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -57,6 +95,10 @@ def main(argv=None) -> int:
     download = commands.add_parser("fetch", help="download and check optax sdists into build/sdists")
     download.add_argument("releases", nargs="*", metavar="RELEASE", help="default: the base and the newest release")
     download.set_defaults(run=fetch)
+
+    listing = commands.add_parser("inventory", help="write (or --check) the suite's committed inventory")
+    listing.add_argument("--check", action="store_true", help="compare it with the suite's files (no jax needed)")
+    listing.set_defaults(run=take_inventory)
 
     fork.add_command(commands)
     matrix.add_command(commands)

@@ -1,10 +1,13 @@
 """Runs pytest for the gate: the suite or optax's own test files, recorded and logged.
 
-Every run the gate judges goes through `run`: it loads the record plugin
-(gatekit/record.py), forces the `ci` hypothesis profile, points JAX at the
+Every run the gate judges goes through `run`: it hands pytest an environment
+built from an allowlist (and refuses one that would change what runs), turns
+plugin autoloading off and loads the gate's plugins by name (the record plugin,
+gatekit/record.py; pytest-xdist; hypothesis; pytest-timeout), forces the `ci`
+hypothesis profile, bounds each test's time and the whole run's, points JAX at the
 persistent compilation cache, writes pytest's own output to a log file (a green
 session prints the verdict table, not tracebacks of expected failures) and returns
-the record that gatekit/verdict.py judges.
+the record that gatekit/verdict.py judges, with pytest's exit status.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +24,22 @@ from gatekit import PROJECT_ROOT, GateError, work_dir
 from gatekit.verdict import PROFILE, load_record
 
 SUITE = "tests/lbfgs"
+# Per test (setup, call and teardown each): the slowest test measured 24 s cold on a
+# loaded 2-core machine; 12 times that. pytest-timeout's thread method ends the process
+# even inside native code (an XLA compile): the test is a crash, named in the record.
+TEST_TIMEOUT = 300
+# The whole run: the suite and optax's tests took 4.3 min cold (upstream, loaded
+# machine); a run still going after this is killed, red, naming what was running.
+RUN_TIMEOUT = 1800
+# The plugins a judged run loads, by name; nothing an installed package registers
+# loads by itself (PYTEST_DISABLE_PLUGIN_AUTOLOAD).
+PLUGINS = ("gatekit.record", "xdist.plugin", "_hypothesis_pytestplugin", "pytest_timeout")
+# The environment a judged run inherits: only what a process needs to run. Everything
+# else is dropped; these change what runs or how, and are refused rather than dropped
+# silently, so that a user who set one learns that the gate did not honour it.
+INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ", "CI")
+REFUSED_PREFIXES = ("PYTEST_", "HYPOTHESIS_", "JAX_", "XLA_")
+REFUSED = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSTARTUP", "PYTHONINSPECT")
 # Arguments a gate session passes on to pytest: how the tests run and report, never
 # which tests run (a subset is not a gate verdict). Values follow the option.
 PASSTHROUGH = {
@@ -35,6 +55,16 @@ PASSTHROUGH = {
     "-l": False,
     "--capture": True,
 }
+
+
+def check_environment(session: str, environ=os.environ) -> None:
+    """Refuses an environment variable that would change which tests run or how."""
+    for name in sorted(environ):
+        if name.startswith(REFUSED_PREFIXES) or name in REFUSED:
+            raise GateError(
+                f"{name} is set: the {session} session runs pytest, hypothesis and JAX with its own settings; "
+                f"unset it (`env -u {name} ...`) and run again"
+            )
 
 
 def check_pytest_args(args: list[str], session: str) -> None:
@@ -87,9 +117,17 @@ def jax_cache_dir(python: Path | str = sys.executable) -> Path:
 
 
 def environment(patch_state: str, python: Path | str = sys.executable, extra: dict | None = None) -> dict:
-    """The environment of every pytest run the gate judges."""
-    env = dict(os.environ, LBFGS_GATE_PATCH_STATE=patch_state, HYPOTHESIS_PROFILE=PROFILE)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    """The environment of every pytest run the gate judges: the allowlist, then the gate's own."""
+    env = {name: value for name, value in os.environ.items() if name in INHERITED or name.startswith("LC_")}
+    env.update(
+        LBFGS_GATE_PATCH_STATE=patch_state,
+        HYPOTHESIS_PROFILE=PROFILE,
+        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+        PYTHONPATH=str(PROJECT_ROOT),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    if "LBFGS_GATE_WORK_DIR" in os.environ:
+        env["LBFGS_GATE_WORK_DIR"] = os.environ["LBFGS_GATE_WORK_DIR"]
     if os.environ.get("LBFGS_GATE_JAX_CACHE") != "off":
         env.update(
             JAX_COMPILATION_CACHE_DIR=str(jax_cache_dir(python)),
@@ -112,39 +150,68 @@ def run(
     cwd: Path = PROJECT_ROOT,
     env_extra: dict | None = None,
     label: str | None = None,
+    time_bound: float = RUN_TIMEOUT,
+    test_timeout: float = TEST_TIMEOUT,
 ) -> dict:
-    """One recorded pytest run; returns its record (gatekit.record's JSON)."""
+    """One recorded pytest run; returns its record (gatekit.record's JSON) with pytest's
+    exit status ("returncode") and, for a run killed at its time bound, "timed_out"."""
     reports.mkdir(parents=True, exist_ok=True)
     record, log = reports / f"record-{name}.json", reports / f"pytest-{name}.log"
     junit = reports / ("junit.xml" if name == "suite" else f"junit-{name}.xml")
     for stale in (record, log, junit):
         stale.unlink(missing_ok=True)
+    plugins = [part for plugin in PLUGINS for part in ("-p", plugin)]
     command = [
         str(python),
         "-m",
         "pytest",
-        "-p",
-        "gatekit.record",
+        *plugins,
         f"--gate-record={record}",
         f"--junitxml={junit}",
+        f"--timeout={test_timeout:g}",
+        "--timeout-method=thread",
         "-p",
         "no:cacheprovider",
         "-q",
         *args,
         *targets,
     ]
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
+        # pytest-xdist 3.8 can hang when a worker dies under --dist loadgroup; with no
+        # restart it stops the run instead, the dead worker's test a crash (measured).
+        command.insert(command.index("-q"), "--max-worker-restart=0")
     shown = " ".join(os.path.relpath(c, PROJECT_ROOT) if os.path.isabs(c) else c for c in command[1:])
     print(f"+ {label or shown}  (log: {os.path.relpath(log, PROJECT_ROOT)})", flush=True)
+    timed_out = None
     with open(log, "w") as output:
-        code = subprocess.run(
+        # A process group of its own: at the time bound, the workers go with the controller.
+        process = subprocess.Popen(
             command,
             cwd=cwd,
             env=environment(patch_state, python, env_extra),
             stdout=output,
             stderr=subprocess.STDOUT,
-            check=False,
-        ).returncode
-    result = load_record(record, name)
+            start_new_session=True,
+        )
+        try:
+            code = process.wait(timeout=time_bound)
+        except subprocess.TimeoutExpired:
+            timed_out = time_bound
+            os.killpg(process.pid, signal.SIGKILL)
+            code = process.wait()
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    if timed_out is not None:
+        from gatekit.record import load_progress
+
+        record.unlink(missing_ok=True)  # whatever a killed run left is not its record
+        result = load_progress(record)
+        result.update(returncode=code, timed_out=timed_out)
+        print(f"  killed at the time bound of {timed_out:g} s", flush=True)
+        return result
+    result = load_record(record, name, code)
     if code not in (0, 1) and not result.get("tests"):
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise GateError(f"pytest could not run ({name}, exit {code}): {' / '.join(tail)}; see {log}")
@@ -162,7 +229,9 @@ def copy_optax_tests(tests: list[str], tree: Path, folder: Path) -> list[str]:
     targets = []
     for test in tests:
         relative, _, node = test.partition("::")
-        copy = folder / Path(relative).name
+        # The path below the tree, kept: two files of one name must not overwrite each other.
+        copy = folder / relative
+        copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(tree) / relative, copy)
         target = os.path.relpath(copy, PROJECT_ROOT)
         targets.append(f"{target}::{node}" if node else target)

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from gatekit import GateError, defects, pipeline, runner, verdict, work_dir
+from gatekit import GateError, defects, inventory, pipeline, runner, verdict, work_dir
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
@@ -27,11 +27,22 @@ PRIMAL_TEST = "tests/lbfgs/test_primal_identity.py"
 
 
 def reports_dir(session: str) -> Path:
-    """build/reports/<session>/, emptied: a previous run's reports never pass for this one's."""
+    """build/reports/<session>/, emptied: a previous run's reports never pass for this one's.
+    Every session calls it first, before it checks its arguments or installs anything, so
+    that no exit path (bad input included) leaves an older verdict behind."""
     folder = work_dir() / "reports" / session
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder
+
+
+def start(session: str, pytest_args: list[str]) -> Path:
+    """What every judging session does before anything else: clear its reports, then
+    refuse arguments and environment variables that would change what runs."""
+    reports = reports_dir(session)
+    runner.check_pytest_args(pytest_args, session)
+    runner.check_environment(session)
+    return reports
 
 
 def patchable_defects(build: pipeline.Build) -> frozenset[str]:
@@ -69,11 +80,10 @@ def _judge(
 
 
 def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:
-    runner.check_pytest_args(pytest_args, "unpatched")
+    reports = start("unpatched", pytest_args)
     phases = Phases()
     with phases("install"):
         build = pipeline.published(release, series_file, sdist_dir)
-    reports = reports_dir("unpatched")
     if build.patched_tree is None:
         raise GateError(
             f"the series does not apply to optax {release} (see `python -m gatekit status`): "
@@ -91,15 +101,15 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
             defect_modules={Path(m).name: d for m, d in modules.items()},
             args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)],
         )
-    return _judge("unpatched", build, records, verdict.Expectation(present=expected), reports, phases)
+    expectation = verdict.Expectation(present=expected, inventory=inventory.expected((PRIMAL_TEST,)))
+    return _judge("unpatched", build, records, expectation, reports, phases)
 
 
 def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None, session="patched") -> int:
-    runner.check_pytest_args(pytest_args, session)
+    reports = start(session, pytest_args)
     phases = Phases()
     with phases("install"):
         build = pipeline.patched(release, series_file, sdist_dir)
-    reports = reports_dir(session)
     modules = pipeline.series_test_modules(build, series_file)
     with phases("record"):
         reference = pipeline.primal_reference(build.pristine)
@@ -114,7 +124,7 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
             args=["--known-defects=", *runner.default_workers(pytest_args)],
             env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)},
         )
-    return _judge(session, build, records, verdict.Expectation(), reports, phases)
+    return _judge(session, build, records, verdict.Expectation(inventory=inventory.expected()), reports, phases)
 
 
 def upstream(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:

@@ -10,10 +10,19 @@ nothing else decides. The rules:
   must pass; a reproduction means the defect is present.
 - A defect the fork maintainer accepts (`--accept`) may be reproduced or not.
 - Every other test (PASS_TO_PASS) must pass.
-- Whatever the expectation, a test that crashed, was skipped or was not run, a
-  collection error, an empty run, a defect expected without any detector, and a
-  hypothesis test that did not run under the required profile are red: the gate
-  cannot have detected what it did not run.
+- A detector marked with several defects may go either way only when every one of
+  them is accepted: accepting one defect never silences another.
+- Whatever the expectation, a test that crashed (its worker died, or its call or
+  teardown never reported), was skipped or was not run, a collection error, an empty
+  run, a pytest exit status other than 0 or 1 (interrupted, internal or usage error),
+  a run that hit its time bound, a collected suite that differs from the committed
+  inventory (tests/lbfgs/inventory.json: a test missing, extra, or with other
+  markers), a defect expected without any detector, and a hypothesis test that did
+  not run under the required profile are red: the gate cannot have detected what it
+  did not run.
+- A property that passed must have searched: its generate phase ran, it found at
+  least MIN_EXAMPLES valid examples, and assume() discarded at most
+  MAX_DISCARDED of the examples it ran.
 - `measure` (the matrix on a release as published) expects nothing: each defect's
   state is measured, and a defect that could not be measured is red.
 """
@@ -28,6 +37,9 @@ from gatekit import defects as registry
 
 PROFILE = "ci"
 MIN_EXAMPLES = 200
+# Measured on the suite (ci profile): at most 19 of 219 examples (9 %) discarded by any
+# property; more than a quarter means its assume() filters instead of its strategy building.
+MAX_DISCARDED = 0.25
 # What each source of tests is called in reports.
 SOURCES = {"suite": "suite", "optax": "optax-side"}
 
@@ -45,6 +57,9 @@ class Expectation:
     # Only the detectors ran (pytest -m defect): PASS_TO_PASS tests are not expected.
     detectors_only: bool = False
     profile: str | None = PROFILE
+    # The suite's committed inventory (node id -> defect markers) the run must have
+    # collected, exactly; None where a session does not check it (the gate's own tests).
+    inventory: dict[str, list[str]] | None = None
 
     def wants(self, names: list[str]) -> str:
         """What a detector marked with `names` must do: reproduced, passed or either."""
@@ -52,7 +67,7 @@ class Expectation:
             return "either"
         if any(name in self.present or registry.DEFECTS[name].patch is None for name in names):
             return "reproduced"
-        if any(name in self.accepted for name in names):
+        if all(name in self.accepted for name in names):
             return "either"
         return "passed"
 
@@ -134,8 +149,11 @@ def judge(session: str, records: dict[str, dict], expectation: Expectation) -> V
         inventory = record.get("inventory", {})
         tests = record.get("tests", {})
         label = SOURCES.get(source, source)
+        reasons += _run_reasons(label, record)
         if not inventory:
             reasons.append(f"{label}: no test was collected")
+        elif source == "suite" and expectation.inventory is not None:
+            reasons += _inventory_reasons(inventory, expectation)
         for error in record.get("collection_errors", []):
             reasons.append(f"{label}: collection error: {error}")
         for nodeid in sorted(set(inventory) | set(tests)):
@@ -166,6 +184,8 @@ def judge(session: str, records: dict[str, dict], expectation: Expectation) -> V
                         f"report_multiple_bugs {settings['report_multiple_bugs']}): the gate requires "
                         f"profile {expectation.profile!r}, derandomized, >= {MIN_EXAMPLES} examples, one bug reported"
                     )
+            if settings and outcome == "passed":
+                reasons += _search_reasons(nodeid, settings, test.get("examples") or {})
             for name in names:
                 _count(rows[name], outcome, source)
             if not names:
@@ -200,6 +220,66 @@ def judge(session: str, records: dict[str, dict], expectation: Expectation) -> V
         counts,
         examples,
     )
+
+
+def _run_reasons(label: str, record: dict) -> list[str]:
+    """What the run as a whole says, whatever its tests' records say."""
+    reasons = []
+    if record.get("timed_out"):
+        running = ", ".join(record.get("running") or []) or "no test (between tests)"
+        reasons.append(
+            f"{label}: the run hit its time bound of {record['timed_out']} s and was killed while running {running}"
+        )
+    code = record.get("returncode")
+    if code not in (0, 1) and not record.get("timed_out"):
+        what = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}.get(
+            code, "no exit status"
+        )
+        reasons.append(f"{label}: pytest exited with status {code} ({what}): only 0 or 1 ends a complete run")
+    for nodeid in record.get("crashed_workers", []):
+        reasons.append(f"{label}: the worker running {nodeid} died")
+    return reasons
+
+
+def _inventory_reasons(collected: dict[str, list[str]], expectation: Expectation) -> list[str]:
+    expected = expectation.inventory
+    if expectation.detectors_only:
+        expected = {k: v for k, v in expected.items() if v}
+        collected = {k: v for k, v in collected.items() if v}
+    missing = sorted(set(expected) - set(collected))
+    extra = sorted(set(collected) - set(expected))
+    remarked = sorted(k for k in set(expected) & set(collected) if sorted(expected[k]) != sorted(collected[k]))
+    hint = "(regenerate tests/lbfgs/inventory.json with `nox -s inventory` when the suite changes)"
+    reasons = []
+    if missing:
+        reasons.append(
+            f"suite: {len(missing)} test(s) of the committed inventory not collected, e.g. {missing[0]} {hint}"
+        )
+    if extra:
+        reasons.append(
+            f"suite: {len(extra)} test(s) collected that the inventory does not list, e.g. {extra[0]} {hint}"
+        )
+    for nodeid in remarked:
+        reasons.append(
+            f"suite: {nodeid} is marked {sorted(collected[nodeid])}, "
+            f"the inventory says {sorted(expected[nodeid])} {hint}"
+        )
+    return reasons
+
+
+def _search_reasons(nodeid: str, settings: dict, examples: dict) -> list[str]:
+    """A property that passed must have searched."""
+    if "generate" not in settings.get("phases", []) or not examples.get("generated"):
+        return [f"{nodeid} passed without its generate phase (phases {settings.get('phases')}): it did not search"]
+    valid, discarded = examples.get("valid", 0), examples.get("invalid", 0)
+    if valid < MIN_EXAMPLES:
+        return [f"{nodeid} passed on {valid} valid examples: the gate requires >= {MIN_EXAMPLES}"]
+    if discarded > MAX_DISCARDED * (valid + discarded):
+        return [
+            f"{nodeid} discarded {discarded} of {valid + discarded} examples (assume or invalid draws): "
+            f"the gate allows at most {MAX_DISCARDED:.0%}"
+        ]
+    return []
 
 
 def _unique(reasons: list[str]) -> list[str]:
@@ -305,8 +385,15 @@ def write(verdict: Verdict, folder: Path, context: list[str] = (), extra: dict |
     (folder / "report.md").write_text(markdown(verdict, context))
 
 
-def load_record(path: Path, label: str) -> dict:
-    """A record written by gatekit.record; a missing one is an empty run (red)."""
+def load_record(path: Path, label: str, returncode: int | None) -> dict:
+    """A record written by gatekit.record, with pytest's exit status; a missing one is an
+    empty run (red), rebuilt from the progress its controller logged where there is one."""
     if not Path(path).is_file():
-        return {"inventory": {}, "tests": {}, "collection_errors": [f"{label}: pytest wrote no record"]}
-    return json.loads(Path(path).read_text())
+        from gatekit.record import load_progress
+
+        record = load_progress(Path(path))
+        record["collection_errors"] = [f"{label}: pytest wrote no record (exit {returncode})"]
+    else:
+        record = json.loads(Path(path).read_text())
+    record["returncode"] = returncode
+    return record

@@ -7,12 +7,19 @@
    scratch folder, so the fork itself is never touched (source.py);
 2. tells, for each patch of the series, whether the fork already carries it,
    whether it applies cleanly, or where it conflicts (advice.py);
-3. installs the fork as it is (with --apply: with the missing patches applied by
-   `git am`) into a fresh environment pinned for its optax version (environment.py),
-   and runs the whole suite expecting no defect but the accepted ones;
+3. finds the fork's base release from its contents, not its __version__ (base.py),
+   installs the fork as it is (with --apply: with the missing patches applied by
+   `git am`), built in isolation, into an environment pinned for that release
+   (environment.py), and runs the whole suite expecting no defect but the accepted ones;
 4. judges the record with gatekit/verdict.py, like every session, and writes
    verdict.json, report.md and junit.xml (report.py); exits 0 (green), 1 (red) or
-   2 (bad input, one-line error, nothing left behind).
+   2 (bad input, one-line error, nothing left behind). A patch that applies cleanly
+   (the fork lacks it) while its defect reads absent is red too: the detectors did not
+   see a defect the fork's code still has.
+
+Trust model: the gate catches a fork's mistakes, not a fork written to fool it. The
+suite runs in the same processes as the fork's optax, which can rewrite the suite on
+import; run an untrusted fork in a container or a throwaway machine (README).
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from gatekit import PATCHES_DIR, PROJECT_ROOT, GateError, defects, pipeline, runner, series, work_dir
+from gatekit import PATCHES_DIR, PROJECT_ROOT, GateError, defects, inventory, pipeline, runner, series, work_dir
 from gatekit import verdict as verdicts
 from gatekit.fork.advice import apply_missing, find_defects, git_am_command, patch_statuses
-from gatekit.fork.environment import build_environment, constraints_for, environment_dir, find_uv, fork_constraints
+from gatekit.fork.base import base_release
+from gatekit.fork.environment import build_environment, environment_dir, find_uv, fork_constraints
 from gatekit.fork.report import Report, print_verdict, remove_reports, write_reports
 from gatekit.fork.source import _git, check_local_source, checkout, is_url, optax_version
 
@@ -56,26 +64,28 @@ def run(
     output: Path | None = None,
     series_file: Path = PATCHES_DIR / "series",
     pytest_args=(),
-    accept: dict[str, str] | None = None,
+    accept: dict[str, str] | list[str] | None = None,
     uv: str | None = None,
+    sdist_dir=None,
 ) -> int:
-    """The fork gate; returns the exit code (0 green or table only, 1 red). Bad input: GateError."""
-    runner.check_pytest_args(list(pytest_args), "fork")
+    """The fork gate; returns the exit code (0 green or table only, 1 red). Bad input: GateError.
+    `accept` is {DEFECT: REASON} or the command line's DEFECT=REASON entries."""
     output = Path(output) if output else work_dir() / ("fork-apply" if apply else "fork")
-    remove_reports(output)
+    remove_reports(output)  # first: no exit path may leave a previous verdict behind
+    runner.check_pytest_args(list(pytest_args), "fork")
+    runner.check_environment("fork")
+    if isinstance(accept, list):
+        accept = parse_accepted(accept)
     if not is_url(source):
         check_local_source(source)  # before any scratch folder exists
     scratch = Path(tempfile.mkdtemp(prefix="lbfgs-gate-fork-"))
     try:
         fork = checkout(source, ref, scratch / "fork")
-        version = optax_version(fork.tree, fork.label)
-        constraints, exact = constraints_for(version)
+        declared = optax_version(fork.tree, fork.label)
+        base = base_release(fork.tree, declared, sdist_dir)
+        version, constraints, exact = base.release, base.constraints, base.lines == 0
         statuses, paths = patch_statuses(fork.tree, version, series_file)
-        print(
-            f"fork: {fork.label}, optax {version}; pins: {constraints.relative_to(PROJECT_ROOT)}"
-            + ("" if exact else " (nearest known release)"),
-            flush=True,
-        )
+        print(f"fork: {fork.label}, {base.label}; pins: {constraints.relative_to(PROJECT_ROOT)}", flush=True)
         print(series.format_table(statuses), flush=True)
         missing = [paths[s.patch] for s in statuses if s.state in ("applies", "conflicts")]
         report = Report(
@@ -84,7 +94,9 @@ def run(
                 "source": source,
                 "ref": fork.ref,
                 "commit": fork.commit,
-                "optax_version": version,
+                "optax_version": declared,
+                "base_release": version,
+                "base_lines_different": base.lines,
                 "constraints": str(constraints.relative_to(PROJECT_ROOT)),
                 "constraints_exact": exact,
             },
@@ -133,7 +145,12 @@ def run(
             args=["--known-defects=", *runner.default_workers(list(pytest_args))],
             env_extra=env_extra,
         )
-        judged = verdicts.judge("fork", {"suite": record}, verdicts.Expectation(accepted=accept or {}))
+        expectation = verdicts.Expectation(
+            accepted=accept or {},
+            inventory=inventory.expected(() if applied_any else (PRIMAL_TEST,)),
+        )
+        judged = verdicts.judge("fork", {"suite": record}, expectation)
+        _unseen_defects(judged, statuses)
         report.judged, report.verdict = judged, judged.verdict
         report.findings = [asdict(f) for f in find_defects(judged, {"suite": record}, statuses, paths, fork)]
         write_reports(report, output)
@@ -141,6 +158,25 @@ def run(
         shutil.rmtree(scratch, ignore_errors=True)
     print_verdict(report, output)
     return 0 if report.verdict == "green" else 1
+
+
+def _unseen_defects(judged: verdicts.Verdict, statuses: list[series.Status]) -> None:
+    """Red when a patch applies cleanly to the tree that ran (the fork lacks it) while its
+    defect reads absent: the code still has the defect; the detectors did not see it."""
+    by_patch = {d.patch: name for name, d in defects.DEFECTS.items() if d.patch}
+    for status in statuses:
+        name = by_patch.get(status.patch)
+        if status.state != "applies" or name is None or name in judged.accepted:
+            continue
+        if judged.defects[name].outcome == "absent":
+            judged.reasons.append(
+                f"{name} reads absent, yet {status.patch} applies cleanly to the fork, which lacks its fix: "
+                "its detectors did not see a defect the code still has (another jax line, a changed test, or "
+                "code that changes the suite); gate the fork with --apply, or run it sandboxed and inspect it"
+            )
+            judged.defects[name].outcome = "absent, but its patch applies (suspicious)"
+    if judged.reasons:
+        judged.verdict = "red"
 
 
 def add_command(commands) -> None:
@@ -177,6 +213,6 @@ def add_command(commands) -> None:
             output=args.output,
             series_file=args.series,
             pytest_args=args.pytest_args,
-            accept=parse_accepted(args.accept),
+            accept=list(args.accept),
         )
     )

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gatekit import CONSTRAINTS_DIR, PROJECT_ROOT, GateError, series, tree, work_dir
+from gatekit import PROJECT_ROOT, GateError, tree, work_dir
 from gatekit.fork.source import _last_line
 
 REQUIREMENTS = PROJECT_ROOT / "requirements" / "test.txt"
@@ -30,30 +30,6 @@ def find_uv() -> str:
         return find_uv_bin()
     except (ImportError, FileNotFoundError):
         return shutil.which("uv") or ""
-
-
-def constraints_for(version: str) -> tuple[Path, bool]:
-    """constraints/optax-<version>.txt, or the nearest release's; and whether it is exact.
-
-    Nearest by release number; between two equally near, the newer, since a fork
-    declares the version it started from and its requirements only grow.
-    """
-    known = {}
-    for path in CONSTRAINTS_DIR.glob("optax-*.txt"):
-        release = path.name[len("optax-") : -len(".txt")]
-        known[series.version_tuple(release)] = path
-    if not known:
-        raise GateError(f"no constraints/optax-<release>.txt in {CONSTRAINTS_DIR}: the fork's pins cannot be chosen")
-    wanted = series.version_tuple(version)
-    if wanted in known:
-        return known[wanted], True
-
-    def number(key):
-        major, minor, micro = (*key, 0, 0, 0)[:3]
-        return major * 1_000_000 + minor * 1_000 + micro
-
-    nearest = min(known, key=lambda key: (abs(number(key) - number(wanted)), -number(key)))
-    return known[nearest], False
 
 
 def fork_constraints(constraints: Path, destination: Path) -> Path:
@@ -99,9 +75,9 @@ def build_environment(env_dir: Path, tree: Path, constraints: Path, uv: str) -> 
         reinstall = ["--force-reinstall", "--no-deps"] if reused else []
     print(f"fork environment: {env_dir}" + (" (reused)" if reused else ""), flush=True)
     _run_quiet([*install, "-r", str(REQUIREMENTS), "-c", str(constraints)], "installing the suite's requirements")
-    # No build isolation: flit-core comes pinned from the requirements, so the
-    # build needs no index; the fork's own dependencies still resolve under the pins.
-    _run_quiet([*install, *reinstall, "--no-build-isolation", str(tree), "-c", str(constraints)], "installing the fork")
+    # Built in isolation: the fork's build backend runs in a throwaway environment of
+    # its own, never in this one (which the next fork reuses) nor in the gate's.
+    _run_quiet([*install, *reinstall, str(tree), "-c", str(constraints)], "installing the fork")
     verify_installed(python, tree)
     return python
 

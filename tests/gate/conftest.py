@@ -43,7 +43,9 @@ def gate(tmp_path, sdist_dir):
     work = tmp_path / "work"
 
     def run(*args, env=None):
-        environment = {**os.environ, "LBFGS_GATE_WORK_DIR": str(work), sdist.SDIST_DIR_VARIABLE: str(sdist_dir)}
+        # pytest's own variables (PYTEST_CURRENT_TEST) are this test run's: the gate refuses them.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        environment = {**inherited, "LBFGS_GATE_WORK_DIR": str(work), sdist.SDIST_DIR_VARIABLE: str(sdist_dir)}
         environment.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "gatekit", *args],

@@ -8,15 +8,16 @@ need a jax environment each) are in tests/gate_e2e, run by `nox -s fork_e2e`.
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 
 import pytest
 
-from gatekit import PATCHES_DIR, PROJECT_ROOT, defects, series
+from gatekit import PATCHES_DIR, PROJECT_ROOT, defects, sdist, series
 from gatekit import verdict as verdicts
-from gatekit.fork import environment
+from gatekit.fork import base, environment
 from gatekit.fork.advice import find_defects, patch_statuses
 from gatekit.fork.report import Report, markdown
 from gatekit.fork.source import Checkout
@@ -267,7 +268,7 @@ def _record(tmp_path, suite_text):
     (folder / "test_synthetic.py").write_text(suite_text)
     record = folder / "record.json"
     # Run from its own folder, so that none of the project's pytest configuration applies.
-    subprocess.run(
+    ran = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -284,7 +285,7 @@ def _record(tmp_path, suite_text):
         capture_output=True,
         check=False,
     )
-    return {"suite": verdicts.load_record(record, "suite")}
+    return {"suite": verdicts.load_record(record, "suite", ran.returncode)}
 
 
 def _checkout(source):
@@ -413,22 +414,22 @@ def test_markdown_summary_has_verdict_table_and_minimal_example(simulated, tmp_p
 # --- pins for the fork's version -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "version, expected, exact",
-    [
-        ("0.2.4", "optax-0.2.4.txt", True),
-        ("0.2.4.dev0+fork.3", "optax-0.2.4.txt", True),
-        ("0.2.5", "optax-0.2.4.txt", False),
-        ("0.2.6", "optax-0.2.8.txt", False),  # equally near: the newer pins
-        ("0.3.0", "optax-0.2.8.txt", False),
-        ("0.1.7", "optax-0.2.4.txt", False),
-    ],
-)
-def test_pins_are_the_forks_release_or_the_nearest_known(version, expected, exact, tmp_path, monkeypatch):
-    for name in ("optax-0.2.4.txt", "optax-0.2.8.txt", "tools.txt", "sdists.txt"):
-        (tmp_path / name).write_text("")
-    monkeypatch.setattr(environment, "CONSTRAINTS_DIR", tmp_path)
-    assert environment.constraints_for(version) == (tmp_path / expected, exact)
+@pytest.mark.parametrize("declared", ["0.2.4", "0.2.9.dev0", "1.0.0"])
+def test_base_release_comes_from_the_contents_not_the_version(declared, sdist_dir, tmp_path):
+    # A fork of 0.2.4 with patches applied, relabelled: its pins are 0.2.4's whatever it says.
+    fork = sdist.unpack(sdist.fetch("0.2.4", sdist_dir), tmp_path / "fork")
+    for patch in series.read_series()[:4]:
+        series.apply_patch(fork, patch)
+    init = fork / "optax" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = "[^"]+"', f'__version__ = "{declared}"', init.read_text()))
+    found = base.base_release(fork, declared, sdist_dir)
+    assert found.release == "0.2.4" and found.constraints.name == "optax-0.2.4.txt"
+    assert found.lines > 0 and (declared == "0.2.4" or f"declares {declared}" in found.label)
+
+
+def test_base_release_of_the_newest_sdist_is_itself(sdist_dir, tmp_path):
+    fork = sdist.unpack(sdist.fetch("0.2.8", sdist_dir), tmp_path / "fork")
+    assert base.base_release(fork, "0.2.8", sdist_dir).lines == 0
 
 
 def test_fork_environment_does_not_pin_optax_itself(tmp_path):

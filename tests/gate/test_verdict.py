@@ -7,7 +7,7 @@ fork or matrix session would. No jax: the defects' names are real, the tests are
 
 import pytest
 
-from gatekit import defects, verdict
+from gatekit import PROJECT_ROOT, defects, verdict
 
 pytest_plugins = ["pytester"]
 
@@ -49,9 +49,10 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture()
-def judge(pytester):
+def judge(pytester, monkeypatch):
     """Runs a generated suite with the record plugin; returns the verdict for an expectation."""
     pytester.makeconftest(CONFTEST)
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))  # for a pytest in a subprocess
 
     def run(
         tests: str,
@@ -59,13 +60,16 @@ def judge(pytester):
         *args: str,
         symptoms: bool | None = None,
         session: str = "unpatched",
+        in_subprocess: bool = False,
     ):
         pytester.makepyfile(test_generated=_suite(tests))
         record = pytester.path / "record.json"
         present = expectation.present or expectation.measure if symptoms is None else symptoms
         options = ["-p", "gatekit.record", f"--gate-record={record}", "-p", "no:cacheprovider", *args]
-        pytester.runpytest(*options, *(["--symptoms"] if present else []))
-        return verdict.judge(session, {"suite": verdict.load_record(record, "suite")}, expectation)
+        # A test that kills its process, or pytest-xdist's workers, need a pytest of their own.
+        run_pytest = pytester.runpytest_subprocess if in_subprocess else pytester.runpytest
+        ran = run_pytest(*options, *(["--symptoms"] if present else []))
+        return verdict.judge(session, {"suite": verdict.load_record(record, "suite", int(ran.ret))}, expectation)
 
     return run
 
@@ -211,7 +215,7 @@ def test_accepting_one_defect_does_not_silence_another(judge):
 
 
 def test_missing_record_is_red():
-    result = verdict.judge("patched", {"suite": verdict.load_record("/nonexistent/record.json", "suite")}, PATCHED)
+    result = verdict.judge("patched", {"suite": verdict.load_record("/nonexistent/record.json", "suite", 0)}, PATCHED)
     assert result.verdict == "red"
     assert any("no test was collected" in r for r in result.reasons)
 

@@ -1,0 +1,266 @@
+"""Each way the verdict was once fooled, tried again: every one must turn it red (or be refused).
+
+Generated suites run by pytest itself (pytester), as in test_verdict.py; the runner's
+own bounds and environment are tried through gatekit.runner.
+"""
+
+import json
+
+import pytest
+
+from gatekit import GateError, runner, verdict
+from tests.gate import test_verdict
+from tests.gate.test_verdict import CONFTEST, PATCHED, SEED_DETECTOR, UNPATCHED
+
+judge = test_verdict.judge  # the generated-suite fixture, shared
+
+pytest_plugins = ["pytester"]
+
+XDIST = ("-n", "2", "--dist", "loadgroup", "--max-worker-restart=0")
+# One more test after the detector, in its group: the worker's death must not hide it either.
+GROUPED = (
+    "@pytest.mark.xdist_group('solves')\n" + SEED_DETECTOR + "    {body}\n\n"
+    "@pytest.mark.xdist_group('solves')\ndef test_after_the_detector():\n    pass\n"
+)
+
+
+# --- 1. a test whose call never reports is not passed -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["import os; os._exit(0)", "import os; os.abort()", "import ctypes; ctypes.string_at(0)"],
+    ids=["exit-0", "abort", "segfault"],
+)
+@pytest.mark.parametrize("expectation", [UNPATCHED, PATCHED], ids=["unpatched", "patched"])
+def test_worker_that_dies_in_a_detector_is_red(judge, body, expectation):
+    result = judge(GROUPED.format(body=body), expectation, *XDIST, in_subprocess=True)
+    assert result.verdict == "red"
+    assert result.defects["seed-leak"].passed == 0 and result.defects["seed-leak"].crashed == 1
+    assert any("test_seed_detector" in r and "died" in r for r in result.reasons), result.reasons
+
+
+@pytest.mark.parametrize(
+    "body", ["import os; os._exit(0)", "raise KeyboardInterrupt", "pytest.exit('stop', returncode=0)"]
+)
+def test_run_that_stops_in_the_last_detector_is_red(judge, body):
+    # The detector is the last test: nothing after it can show that the run stopped.
+    tests = SEED_DETECTOR + f"    {body}\n"
+    result = judge(tests.replace("def test_seed_detector", "def test_zz_seed_detector"), PATCHED, in_subprocess=True)
+    assert result.verdict == "red"
+    assert result.defects["seed-leak"].passed == 0
+
+
+def test_interrupted_exit_status_is_red_whatever_the_record_says():
+    record = {"inventory": {"t::a": []}, "tests": {"t::a": {"defects": [], "outcome": "passed"}}, "returncode": 2}
+    result = verdict.judge("patched", {"suite": record}, verdict.Expectation())
+    assert result.verdict == "red"
+    assert any("exited with status 2 (interrupted)" in r for r in result.reasons)
+
+
+def test_record_without_exit_status_is_red():
+    record = {"inventory": {"t::a": []}, "tests": {"t::a": {"defects": [], "outcome": "passed"}}}
+    assert verdict.judge("patched", {"suite": record}, verdict.Expectation()).verdict == "red"
+
+
+def test_passed_needs_every_phase_reported():
+    from gatekit.record import finish
+
+    record = finish(
+        {"inventory": {"t::a": []}, "tests": {"t::a": {"defects": [], "phases": {"setup": "passed", "call": "passed"}}}}
+    )
+    assert record["tests"]["t::a"]["outcome"] == "crashed"
+    assert "teardown never reported" in record["tests"]["t::a"]["message"]
+
+
+# --- 2. bounded time ---------------------------------------------------------------------------------
+
+
+def _runner_suite(tmp_path, body):
+    (tmp_path / "test_slow.py").write_text(
+        "import time\n\ndef test_first():\n    pass\n\ndef test_hangs():\n" + f"    {body}\n"
+    )
+
+
+def test_test_that_hangs_is_a_crash_named_in_the_record(tmp_path):
+    _runner_suite(tmp_path, "time.sleep(60)")
+    record = runner.run(
+        ["test_slow.py"], reports=tmp_path / "reports", name="suite", patch_state="t", cwd=tmp_path, test_timeout=2
+    )
+    assert record["tests"]["test_slow.py::test_hangs"]["outcome"] == "crashed"
+    result = verdict.judge("patched", {"suite": record}, verdict.Expectation())
+    assert result.verdict == "red"
+    assert any("test_hangs" in r for r in result.reasons)
+
+
+def test_run_past_its_time_bound_is_killed_red_naming_the_running_test(tmp_path):
+    _runner_suite(tmp_path, "time.sleep(60)")
+    record = runner.run(
+        ["test_slow.py"],
+        reports=tmp_path / "reports",
+        name="suite",
+        patch_state="t",
+        cwd=tmp_path,
+        time_bound=8,
+        test_timeout=120,
+    )
+    assert record["timed_out"] == 8 and record["running"] == ["test_slow.py::test_hangs"]
+    result = verdict.judge("patched", {"suite": record}, verdict.Expectation())
+    assert result.verdict == "red"
+    assert "time bound of 8 s" in result.reasons[0] and "test_slow.py::test_hangs" in result.reasons[0]
+
+
+# --- 3. the collected set cannot shrink, and the environment cannot change what runs ------------
+
+
+def test_test_missing_from_the_inventory_is_red(judge):
+    inventory = {"test_generated.py::test_primal_identity": []}
+    result = judge("", verdict.Expectation(inventory=inventory), session="patched", symptoms=False)
+    assert result.verdict == "red"
+    assert any("collected that the inventory does not list" in r for r in result.reasons)
+    assert any("not collected" in r and "test_primal_identity" in r for r in result.reasons)
+
+
+def test_ignored_file_is_red_against_the_inventory(judge, pytester):
+    pytester.makepyfile(test_primal="def test_primal_identity():\n    pass\n")
+    first = judge("", PATCHED, session="patched", symptoms=False)
+    assert first.verdict == "green", first.reasons
+    record = json.loads((pytester.path / "record.json").read_text())
+    inventory = record["inventory"]
+    ignored = judge("", verdict.Expectation(inventory=inventory), "--ignore=test_primal.py", symptoms=False)
+    assert ignored.verdict == "red"
+    assert any("test_primal.py::test_primal_identity" in r and "not collected" in r for r in ignored.reasons)
+
+
+def test_marker_changed_is_red(judge, pytester):
+    first = judge("", PATCHED, session="patched", symptoms=False)
+    inventory = json.loads((pytester.path / "record.json").read_text())["inventory"]
+    nodeid = next(k for k, v in inventory.items() if v == ["seed-leak"])
+    inventory[nodeid] = ["memory-leak"]
+    result = verdict.judge(
+        "patched",
+        {"suite": json.loads((pytester.path / "record.json").read_text()) | {"returncode": 0}},
+        verdict.Expectation(inventory=inventory),
+    )
+    assert first.verdict == "green" and result.verdict == "red"
+    assert any("is marked ['seed-leak'], the inventory says ['memory-leak']" in r for r in result.reasons)
+
+
+@pytest.mark.parametrize(
+    "name", ["PYTEST_ADDOPTS", "PYTEST_PLUGINS", "HYPOTHESIS_PROFILE", "JAX_ENABLE_X64", "XLA_FLAGS", "PYTHONPATH"]
+)
+def test_environment_that_changes_the_run_is_refused(name):
+    with pytest.raises(GateError, match=f"{name} is set: .*unset it"):
+        runner.check_environment("patched", {"PATH": "/bin", name: "--ignore=tests/lbfgs/test_primal_identity.py"})
+
+
+def test_environment_is_an_allowlist(monkeypatch):
+    monkeypatch.setenv("SOME_PLUGIN_SETTING", "1")
+    env = runner.environment("state")
+    assert "SOME_PLUGIN_SETTING" not in env
+    assert env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "1" and env["HYPOTHESIS_PROFILE"] == verdict.PROFILE
+
+
+def test_session_refuses_pytest_addopts_and_clears_its_reports(gate):
+    planted = gate.work / "reports" / "patched" / "verdict.json"
+    planted.parent.mkdir(parents=True)
+    planted.write_text('{"verdict": "green"}')
+    result = gate("session", "patched", env={"PYTEST_ADDOPTS": "--ignore=tests/lbfgs/test_primal_identity.py"})
+    assert result.returncode == 2 and "PYTEST_ADDOPTS is set" in result.stderr
+    assert not planted.exists()
+
+
+# --- 4. the search cannot be switched off ----------------------------------------------------------
+
+CI_PROFILE = (
+    "from hypothesis import settings\n"
+    "settings.register_profile('ci', max_examples=200, derandomize=True, report_multiple_bugs=False)\n"
+    "settings.load_profile('ci')\n"
+)
+
+
+def test_property_without_its_generate_phase_is_red(judge, pytester):
+    pytester.makeconftest(CONFTEST + CI_PROFILE)
+    tests = (
+        "from hypothesis import Phase, example, given, settings, strategies as st\n\n"
+        "@settings(phases=[Phase.explicit])\n@given(st.integers())\n@example(1)\ndef test_property(x):\n    pass\n"
+    )
+    result = judge(tests, PATCHED, session="patched")
+    assert result.verdict == "red"
+    assert any("without its generate phase" in r for r in result.reasons)
+
+
+def test_property_whose_assume_discards_most_is_red(judge, pytester):
+    pytester.makeconftest(CONFTEST + CI_PROFILE)
+    tests = (
+        "from hypothesis import HealthCheck, assume, given, settings, strategies as st\n\n"
+        "@settings(suppress_health_check=list(HealthCheck))\n"
+        "@given(st.integers(0, 10**6))\ndef test_property(x):\n    assume(x % 3 == 0)\n"
+    )
+    result = judge(tests, PATCHED, session="patched")
+    assert result.verdict == "red"
+    assert any("discarded" in r and "at most 25%" in r for r in result.reasons), result.reasons
+
+
+# --- 5. --accept is exact ----------------------------------------------------------------------------
+
+
+def test_accepting_one_marker_of_a_detector_does_not_accept_the_other(judge):
+    accepted = verdict.Expectation(accepted={"memory-leak": "opt-in upstream"})
+    tests = (
+        "@pytest.mark.defect('memory-leak')\n@pytest.mark.defect('stepsize-leak')\n"
+        "def test_both():\n    raise DefectObserved('NaN')\n"
+    )
+    result = judge(tests, accepted, symptoms=False, session="fork")
+    assert result.verdict == "red"
+    assert any("stepsize-leak" in r and "present: test_generated.py::test_both" in r for r in result.reasons)
+
+
+# --- 6. no stale verdict survives an exit-2 run ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("session", "patched", "--", "-k", "primal"),
+        ("session", "unpatched", "--", "-x"),
+        ("fork", "DIR", "--accept", "bogus=x"),
+        ("fork", "DIR", "--", "-x"),
+    ],
+)
+def test_bad_input_leaves_no_verdict_behind(gate, tmp_path, args):
+    args = tuple(str(tmp_path) if a == "DIR" else a for a in args)
+    folder = gate.work / ("fork" if args[0] == "fork" else f"reports/{args[1]}")
+    folder.mkdir(parents=True)
+    (folder / "verdict.json").write_text('{"verdict": "green"}')
+    result = gate(*args)
+    assert result.returncode == 2, result.stderr
+    assert not (folder / "verdict.json").exists()
+
+
+def test_patch_that_no_longer_applies_leaves_no_verdict_behind(gate, tmp_path):
+    from gatekit import series
+
+    original = series.read_series()[0]
+    broken = tmp_path / original.name
+    broken.write_text(original.read_text().replace("capped reciprocal of the gradient norm", "a line never seen"))
+    (tmp_path / "series").write_text(f"{broken.name}\n")
+    planted = gate.work / "reports" / "patched" / "verdict.json"
+    planted.parent.mkdir(parents=True)
+    planted.write_text('{"verdict": "green"}')
+    result = gate("session", "patched", "--release", "0.2.4", "--series", str(tmp_path / "series"))
+    assert result.returncode == 2 and not planted.exists()
+
+
+# --- 9. smaller ---------------------------------------------------------------------------------------
+
+
+def test_optax_tests_of_one_name_do_not_overwrite_each_other(tmp_path):
+    tree = tmp_path / "tree"
+    for folder in ("optax/_src", "optax/contrib"):
+        (tree / folder).mkdir(parents=True)
+        (tree / folder / "same_test.py").write_text(f"WHERE = {folder!r}\n")
+    folder = tmp_path / "copies"
+    targets = runner.copy_optax_tests(["optax/_src/same_test.py", "optax/contrib/same_test.py::Case"], tree, folder)
+    assert len(set(targets)) == 2
+    assert (folder / "optax/contrib/same_test.py").read_text() == "WHERE = 'optax/contrib'\n"
