@@ -44,7 +44,7 @@ def status(args) -> None:
 
 
 def fetch(args) -> None:
-    for release in args.releases or [base_release(), newest_release()]:
+    for release in args.releases or matrix.releases():
         print(sdist.fetch(release))
 
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     check.set_defaults(run=status)
 
     download = commands.add_parser("fetch", help="download and check optax sdists into build/sdists")
-    download.add_argument("releases", nargs="*", metavar="RELEASE", help="default: the base and the newest release")
+    download.add_argument("releases", nargs="*", metavar="RELEASE", help="default: every release of the matrix")
     download.set_defaults(run=fetch)
 
     listing = commands.add_parser("inventory", help="write (or --check) the suite's committed inventory")

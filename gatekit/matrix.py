@@ -18,12 +18,23 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
-from gatekit import CONSTRAINTS_DIR, PATCHES_DIR, GateError, defects, pipeline, runner, sdist, series, verdict, work_dir
-
-MODES = ("unpatched", "patched")
+from gatekit import (
+    CONSTRAINTS_DIR,
+    PATCHES_DIR,
+    GateError,
+    defects,
+    inventory,
+    pipeline,
+    runner,
+    sdist,
+    series,
+    verdict,
+    work_dir,
+)
 
 
 def releases() -> list[str]:
@@ -66,6 +77,9 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
     out = matrix_dir() / mode / f"{release}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)  # a failed run must not leave an older result in the table
+    shutil.rmtree(matrix_dir() / mode / f"reports-{release}", ignore_errors=True)
+    runner.check_pytest_args(pytest_args, "matrix")
+    runner.check_environment("matrix")
     result = {"release": release, "jax": version("jax"), "mode": mode}
     try:
         build = (pipeline.patched if patched else pipeline.published)(release, series_file, sdist_dir)
@@ -86,7 +100,7 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
         patch_state=build.label,
         args=runner.default_workers(pytest_args),
     )
-    expectation = verdict.Expectation(measure=not patched, detectors_only=True)
+    expectation = verdict.Expectation(measure=not patched, detectors_only=True, inventory=inventory.expected())
     judged = verdict.judge(f"matrix {mode} {release}", {"suite": record}, expectation)
     verdict.write(judged, reports, [f"optax under test: {build.label}"])
     result["defects"] = cells(judged)
@@ -195,12 +209,12 @@ def write_tables(mode: str) -> str:
 
 
 def problems(mode: str, release: str) -> list[str]:
-    """Why a release's run is red (gatekit/verdict.py decided it): empty when green, or when
-    the series does not apply to the release (the table says so)."""
+    """Why a release's run is red (gatekit/verdict.py decided it): empty when green. With the
+    series (--patched), a release it does not apply to is red: nothing was fixed there."""
     path = matrix_dir() / mode / f"{release}.json"
     result = json.loads(path.read_text()) if path.is_file() else {"verdict": "red", "reasons": ["no result"]}
     if result.get("series") == "does not apply":
-        return []
+        return [f"the series does not apply to optax {release}: {result.get('reason', '')}"]
     return [] if result.get("verdict") == "green" else result.get("reasons", ["red"])
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -51,11 +53,21 @@ def describe(statuses) -> str:
 
 
 def pristine_tree(release: str, sdist_dir=None) -> Path:
-    """The release's sdist, unpacked once into build/pristine/ (atomically: see sdist.unpack)."""
+    """The release's sdist, unpacked once into build/pristine/ (atomically: see sdist.unpack),
+    and reused only while its content matches the seal written when it was unpacked."""
     destination = work_dir() / "pristine" / f"optax-{release}"
-    if not destination.is_dir():
+    if not tree.intact(destination):
         destination.parent.mkdir(parents=True, exist_ok=True)
-        sdist.unpack(sdist.fetch(release, sdist_dir), destination)
+        scratch = destination.with_name(f".partial-{destination.name}-{os.getpid()}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        sdist.unpack(sdist.fetch(release, sdist_dir), scratch)
+        tree.seal(scratch)
+        try:
+            os.replace(scratch, destination)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if not tree.intact(destination):  # another run's tree, unless it is broken too
+                raise
     return destination
 
 
@@ -142,12 +154,27 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_suffix(".partial")
-    command = [str(python), "-m", "tests.lbfgs.primal", "--output", str(partial), "--expect-optax-in", str(source_tree)]
+    # Only the tree's optax package goes on the path, copied out: nothing else at the tree's
+    # root (a fork's sitecustomize.py, say) is importable while the reference is recorded.
+    package_root = Path(tempfile.mkdtemp(prefix="primal-optax-"))
+    shutil.copytree(Path(source_tree) / "optax", package_root / "optax")
+    command = [
+        str(python),
+        "-m",
+        "tests.lbfgs.primal",
+        "--output",
+        str(partial),
+        "--expect-optax-in",
+        str(package_root),
+    ]
     print(f"+ python -m tests.lbfgs.primal  (records {source_tree.name} as it is, without the series)", flush=True)
     env = runner.environment(
-        "recording the primal reference", python, {"PYTHONPATH": f"{source_tree}{os.pathsep}{PROJECT_ROOT}"}
+        "recording the primal reference", python, {"PYTHONPATH": f"{package_root}{os.pathsep}{PROJECT_ROOT}"}
     )
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(package_root, ignore_errors=True)
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         last = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()][-1:] or ["no message"]

@@ -64,10 +64,6 @@ class PatchInfo:
         return self.path.name
 
     @property
-    def number(self) -> str:
-        return self.path.name.split("-", 1)[0]
-
-    @property
     def applied_upstream(self) -> str | None:
         return self.trailers.get("Applied-Upstream")
 

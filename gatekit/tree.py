@@ -16,6 +16,35 @@ from gatekit import GateError, sdist, series, work_dir
 # Written into each prepared tree: which file of the series (the patch or one of its
 # variants) was applied, and which patches were skipped as already upstream.
 MANIFEST = ".gatekit-series.json"
+# Written last into each tree the gate keeps (patched trees, unpacked sdists): the digest
+# of every other file. A tree is reused only while its files still match it.
+SEAL = ".gatekit-content.sha256"
+
+
+def content_digest(folder: Path) -> str:
+    """The digest of every file below `folder` (paths and bytes), the seal itself excepted."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and path.name != SEAL and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def seal(folder: Path) -> None:
+    (Path(folder) / SEAL).write_text(content_digest(folder) + "\n")
+
+
+def intact(folder: Path, report=print) -> bool:
+    """Whether a kept tree still holds what was sealed in it; one that does not is removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    sealed = folder / SEAL
+    if sealed.is_file() and sealed.read_text().strip() == content_digest(folder):
+        return True
+    report(f"{folder.name}: its files changed since it was built (or it has no seal): building it again")
+    shutil.rmtree(folder)
+    return False
 
 
 def _tree_key(sdist_path: Path, patches: list[Path]) -> str:
@@ -45,8 +74,8 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
     sdist_path = sdist.fetch(release, sdist_dir)
     trees = work_dir() / "trees"
     tree = trees / f"optax-{release}+{_tree_key(sdist_path, patches)}"
-    if tree.is_dir():
-        report(f"patched tree: {tree} (reused)")
+    if intact(tree, report=print):
+        report(f"patched tree: {tree} (reused, its content verified)")
         return tree
     trees.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=trees))
@@ -69,6 +98,7 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
             series.apply_patch(work, Path(series_file).parent / status.source)
         manifest = {"release": release, "statuses": [s.__dict__ for s in statuses]}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        seal(work)
         report(series.format_table(statuses))
         try:
             os.replace(work, tree)

@@ -23,12 +23,14 @@ from gatekit.fork.report import Report, markdown
 from gatekit.fork.source import Checkout
 from tests.gate import forks
 
-P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
-P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
-P0003 = "0003-lbfgs-stop-gradient-through-memory.patch"
-P0004 = "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"
-P0005 = "0005-lbfgs-form-curvature-weight-without-derivatives.patch"
-SERIES = (P0001, P0002, P0003, P0004, P0005)
+# The patches by the defect each fixes, and the series in order: from the registry and
+# patches/series, so that a renamed or added patch changes these tests, not a copy of its name.
+P0001 = defects.DEFECTS["seed-leak"].patch
+P0002 = defects.DEFECTS["reverse-nan"].patch
+P0003 = defects.DEFECTS["memory-leak"].patch
+P0004 = defects.DEFECTS["stepsize-leak"].patch
+P0005 = defects.DEFECTS["weight-underflow"].patch
+SERIES = tuple(patch.name for patch in series.read_series())
 
 
 def _all(state):
@@ -452,6 +454,8 @@ def test_reusable_workflow_calls_nothing_but_the_fork_session():
     assert all(line.startswith("run: nox -s fork -- ") for line in gate_lines), gate_lines
 
 
-def test_series_patch_names_are_the_ones_these_tests_use():
-    # Guards the constants above: a renamed patch must fail here, not pass vacuously elsewhere.
-    assert [p.name for p in series.read_series()] == list(SERIES)
+def test_every_patch_of_the_series_fixes_one_registered_defect():
+    # The registry and the series agree: a patch without a defect, or a defect whose patch
+    # left the series, would make the tests above pass vacuously.
+    fixed = sorted(d.patch for d in defects.DEFECTS.values() if d.patch)
+    assert sorted(SERIES) == fixed

@@ -12,11 +12,13 @@ import pytest
 from gatekit import PATCHES_DIR, defects
 from tests.gate import forks
 
-P0001 = "0001-lbfgs-stop-gradient-through-initial-identity-scale.patch"
-P0002 = "0002-lbfgs-safe-divisions-for-reverse-mode.patch"
-P0003 = "0003-lbfgs-stop-gradient-through-memory.patch"
-P0004 = "0004-zoom-linesearch-stop-gradient-through-stepsize.patch"
-P0005 = "0005-lbfgs-form-curvature-weight-without-derivatives.patch"
+# The patches by the defect each fixes, and the series in order: from the registry and
+# patches/series, so that a renamed or added patch changes these tests, not a copy of its name.
+P0001 = defects.DEFECTS["seed-leak"].patch
+P0002 = defects.DEFECTS["reverse-nan"].patch
+P0003 = defects.DEFECTS["memory-leak"].patch
+P0004 = defects.DEFECTS["stepsize-leak"].patch
+P0005 = defects.DEFECTS["weight-underflow"].patch
 # Every defect the series fixes is in optax 0.2.4 as published (the series is made for it).
 PATCHABLE = {d.name: d.patch for d in defects.DEFECTS.values() if d.patch is not None}
 

@@ -9,7 +9,8 @@ import numpy as np
 from tests.lbfgs import strategies as problems
 
 # The domains each property claims; what lies outside is measured and kept as strict
-# expected failures in test_properties.py (brief, section 3). Boundaries measured with the fix applied.
+# expected failures in test_properties.py (small scales overflow 1/(y^T s) and its tangent).
+# Boundaries measured with the fix applied.
 DOMAIN = {
     np.float64: problems.Domain(
         max_condition=1e4, eigen_decades=(-2.0, 2.0), data_decades=(-20.0, 20.0), offset_decades=(-6.0, 6.0)
@@ -19,7 +20,7 @@ DOMAIN = {
     ),
 }
 # The relative tolerance must be reachable in the dtype: a solve that cannot reach it
-# iterates on rounding noise until max_steps (brief, section 3).
+# iterates on rounding noise until max_steps, where its curvature pairs are noise.
 SOLVE = {
     np.float64: dict(max_steps=100, rel_tol=1e-10),
     np.float32: dict(max_steps=30, rel_tol=1e-3),

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 from hypothesis import strategies as st
 
-# Every dimension is one more compile per property and dtype (brief, section 5):
+# Every dimension is one more compile per property and dtype (about 3 s each here):
 # 2 is the smallest with non-trivial curvature pairs, 5 lets L-BFGS run several
 # steps before it terminates on a quadratic.
 DIMENSIONS = (2, 5)

@@ -2,7 +2,7 @@
 
 Every iterate and value of full L-BFGS runs (zoom linesearch, while-loop solve,
 scale_by_lbfgs unroll) must be bitwise identical to the record made on the release
-as published in the same pinned environment (tools/record_primal_reference.py): the
+as published in the same pinned environment (`python -m tests.lbfgs.primal`): the
 one the gate's patched sessions record on the spot (LBFGS_GATE_PRIMAL_REFERENCE),
 else the one committed for this (optax, jax) pair.
 """
