@@ -17,7 +17,7 @@ import pytest
 
 from gatekit import PATCHES_DIR, PROJECT_ROOT, defects, sdist, series
 from gatekit import verdict as verdicts
-from gatekit.fork import base, environment
+from gatekit.fork import _unseen_defects, base, environment
 from gatekit.fork.advice import find_defects, patch_statuses
 from gatekit.fork.report import Report, markdown
 from gatekit.fork.source import Checkout
@@ -358,6 +358,23 @@ SUITE_WITHOUT_FAILURES = "import pytest\n\n@pytest.mark.defect('seed-leak')\ndef
 def test_suite_without_failures_is_green(simulated, tmp_path):
     judged, findings = _findings(tmp_path, simulated["series"], SUITE_WITHOUT_FAILURES)
     assert (judged.verdict, findings) == ("green", [])
+
+
+def test_patch_that_applies_while_its_defect_reads_absent_is_red(simulated, tmp_path):
+    # A fork that lacks every patch, whose detectors all pass (a fork that rewrote the
+    # suite's check on import, say): each patch that applies cleanly names its defect.
+    judged, _ = _findings(tmp_path, simulated["pristine"], SUITE_WITHOUT_FAILURES)
+    _unseen_defects(judged, _table(simulated["pristine"])[0])
+    assert judged.verdict == "red"
+    for name in (n for n, d in defects.DEFECTS.items() if d.patch):
+        assert judged.defects[name].outcome == "absent, but its patch applies (suspicious)"
+        assert any(r.startswith(f"{name} reads absent, yet ") for r in judged.reasons)
+
+
+def test_fork_carrying_the_series_with_defects_absent_stays_green(simulated, tmp_path):
+    judged, _ = _findings(tmp_path, simulated["series"], SUITE_WITHOUT_FAILURES)
+    _unseen_defects(judged, _table(simulated["series"])[0])
+    assert judged.verdict == "green", judged.reasons
 
 
 def test_accepted_defect_is_green_and_said_first(simulated, tmp_path):

@@ -255,6 +255,47 @@ def test_patch_that_no_longer_applies_leaves_no_verdict_behind(gate, tmp_path):
 # --- 9. smaller ---------------------------------------------------------------------------------------
 
 
+def test_tampered_pristine_tree_is_unpacked_again(sdist_dir):
+    from gatekit import pipeline
+
+    first = pipeline.pristine_tree("0.2.4", sdist_dir)
+    transform = first / "optax" / "_src" / "transform.py"
+    published = transform.read_bytes()
+    transform.write_text("# planted\n")
+    again = pipeline.pristine_tree("0.2.4", sdist_dir)
+    assert again == first and transform.read_bytes() == published
+
+
+def test_tampered_patched_tree_is_built_again(sdist_dir):
+    from gatekit import PATCHES_DIR, tree
+
+    built = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
+    transform = built / "optax" / "_src" / "transform.py"
+    patched = transform.read_bytes()
+    transform.write_bytes(patched.replace(b"jax.lax.stop_gradient", b"(lambda x: x)"))
+    assert transform.read_bytes() != patched  # the tampering took
+    again = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
+    assert again == built and transform.read_bytes() == patched
+
+
+def test_matrix_refuses_selecting_arguments_and_clears_its_result(gate):
+    planted = gate.work / "matrix" / "patched" / "0.2.4.json"
+    planted.parent.mkdir(parents=True)
+    planted.write_text('{"verdict": "green"}')
+    result = gate("matrix", "--release", "0.2.4", "--patched", "--", "-k", "seed")
+    assert result.returncode == 2 and "`-k` is not allowed in the matrix session" in result.stderr
+    assert not planted.exists()
+
+
+def test_matrix_with_the_series_is_red_where_it_does_not_apply(monkeypatch, tmp_path):
+    from gatekit import matrix
+
+    monkeypatch.setattr(matrix, "matrix_dir", lambda: tmp_path)
+    (tmp_path / "patched").mkdir()
+    (tmp_path / "patched" / "0.2.3.json").write_text('{"series": "does not apply", "reason": "0001 conflicts"}')
+    assert matrix.problems("patched", "0.2.3") == ["the series does not apply to optax 0.2.3: 0001 conflicts"]
+
+
 def test_optax_tests_of_one_name_do_not_overwrite_each_other(tmp_path):
     tree = tmp_path / "tree"
     for folder in ("optax/_src", "optax/contrib"):
