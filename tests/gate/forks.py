@@ -5,6 +5,7 @@ as published, then (for some) the fork's own commits.
 """
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,3 +76,44 @@ def copy(repository: Path, destination: Path) -> Path:
     """A copy, for a test that changes the fork (as a maintainer following the advice would)."""
     shutil.copytree(repository, destination, symlinks=True)
     return destination
+
+
+def relabelled(repository: Path, destination: Path, version: str, patches: list[Path]) -> Path:
+    """A clone with some patches applied by `git am`, whose optax calls itself `version`."""
+    fork = clone(repository, destination)
+    for patch in patches:
+        git(fork, "am", "--quiet", str(patch))
+    init = fork / "optax" / "__init__.py"
+    text, count = re.subn(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text())
+    assert count == 1, "optax/__init__.py no longer sets __version__ this way"
+    init.write_text(text)
+    git(fork, "commit", "--quiet", "--all", "--message", f"fork: version {version}")
+    return fork
+
+
+# What a fork written to fool the gate could add to optax/__init__.py: on import, make the
+# suite's one assertion helper hold whatever it is given.
+SILENCES_THE_SUITE = """
+
+def _silence_the_gate():
+  import sys
+  report = sys.modules.get("tests.lbfgs.report")
+  if report is None:
+    try:
+      import tests.lbfgs.report as report
+    except ImportError:
+      return
+  # Rewrites the function itself: every `from tests.lbfgs.report import check` is fooled.
+  report.check.__code__ = (lambda holds, message: None).__code__
+
+
+_silence_the_gate()
+"""
+
+
+def hostile(repository: Path, destination: Path) -> Path:
+    fork = clone(repository, destination)
+    init = fork / "optax" / "__init__.py"
+    init.write_text(init.read_text() + SILENCES_THE_SUITE)
+    git(fork, "commit", "--quiet", "--all", "--message", "fork: a quieter import")
+    return fork

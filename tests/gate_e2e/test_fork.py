@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from gatekit import PATCHES_DIR, defects
+from gatekit import PATCHES_DIR, defects, series
 from tests.gate import forks
 
 # The patches by the defect each fixes, and the series in order: from the registry and
@@ -123,3 +123,26 @@ def test_newest_release_fork_is_judged_with_its_own_pins_and_lacks_0002_to_0004(
     assert _only_defects(report), report["reasons"]
     reverse = _defects(report)["reverse-nan"]
     assert reverse["command"] == f"git -C {fork} am {PATCHES_DIR / '0.2.8' / P0002}"
+
+
+def test_fork_relabelled_as_a_newer_version_gets_its_base_releases_pins(pristine, fork_gate, tmp_path):
+    # 0.2.4 with 0001 to 0004, lacking 0005, calling itself 0.2.9.dev0: by its version it
+    # would get 0.2.8's pins (jax 0.10.2), where weight-underflow does not show.
+    patches = [p for p in series.read_series() if p.name != P0005]
+    fork = forks.relabelled(pristine, tmp_path / "relabelled", "0.2.9.dev0", patches)
+    result, report = fork_gate(str(fork))
+    assert report["fork"]["base_release"] == "0.2.4" and report["fork"]["optax_version"] == "0.2.9.dev0"
+    assert report["fork"]["constraints"] == "constraints/optax-0.2.4.txt"
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    assert set(_defects(report)) == {"weight-underflow"}
+
+
+def test_fork_that_rewrites_the_suite_on_import_is_red(pristine, fork_gate, tmp_path):
+    fork = forks.hostile(pristine, tmp_path / "hostile")
+    result, report = fork_gate(str(fork))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    # Its detectors were silenced; the patches it lacks still apply, and say so: no defect
+    # the series fixes reads plainly absent.
+    outcomes = {name: report["defects"][name]["outcome"] for name in PATCHABLE}
+    assert "absent" not in outcomes.values(), outcomes
+    assert any(" reads absent, yet " in r for r in report["reasons"]), report["reasons"]
