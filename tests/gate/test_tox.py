@@ -1,0 +1,52 @@
+"""tox.ini mirrors the noxfile: the same sessions, the same defaults, the same releases."""
+
+import ast
+import configparser
+import re
+
+from gatekit import PROJECT_ROOT, base_release, newest_release
+from gatekit.matrix import releases as matrix_releases
+
+
+def _nox():
+    """Session names and the default list, read from noxfile.py without importing nox."""
+    tree = ast.parse((PROJECT_ROOT / "noxfile.py").read_text())
+    sessions, defaults = set(), None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and any("nox.session" in ast.unparse(d) for d in node.decorator_list):
+            sessions.add(node.name)
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "nox.options.sessions":
+            defaults = ast.literal_eval(node.value)
+    return sessions, defaults
+
+
+def _tox():
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(PROJECT_ROOT / "tox.ini")
+    envs = {}
+    for section in config.sections():
+        if section.startswith("testenv:"):
+            name, _, factors = section[len("testenv:") :].partition("-")
+            envs[name] = re.findall(r"[\d.]+", factors)
+    defaults = [e.strip() for e in config["tox"]["env_list"].split(",")]
+    return envs, defaults, config
+
+
+def test_tox_has_every_nox_session_and_nothing_else():
+    sessions, _ = _nox()
+    envs, _, _ = _tox()
+    assert set(envs) == sessions
+
+
+def test_tox_defaults_are_noxs():
+    _, nox_defaults = _nox()
+    _, tox_defaults, _ = _tox()
+    assert tox_defaults == nox_defaults
+
+
+def test_tox_releases_are_the_constraints_links_and_the_matrix():
+    envs, _, config = _tox()
+    assert envs["matrix"] == matrix_releases()
+    assert envs["optax_suite"] == [base_release(), newest_release()]
+    lint = config["testenv:upstream_lint"]["commands"]
+    assert re.findall(r"--release[ =]([\d.]+)", lint) == [base_release(), newest_release()]
