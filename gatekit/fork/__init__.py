@@ -19,7 +19,7 @@
 
 Trust model: the gate catches a fork's mistakes, not a fork written to fool it. The
 suite runs in the same processes as the fork's optax, which can rewrite the suite on
-import; run an untrusted fork in a container or a throwaway machine (README).
+import; run an untrusted fork in a container or a throwaway machine (docs/fork.md).
 """
 
 from __future__ import annotations

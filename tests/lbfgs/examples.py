@@ -50,7 +50,7 @@ LOG_SUM_EXP_MEMORY_LEAK = _problem(
 # where its jvp was 1.4e3 times the implicit derivative's size off it; with the whole series
 # 0.18, extra step or not). With jax 0.10.2 the landing is 2e-17 short and the extra step
 # makes the jvp exact. Not a test (its outcome depends on the last bit of a landing): the
-# README's evidence for the limit stopping-rule-ignores-tangent.
+# Evidence (docs/tests.md) for the limit stopping-rule-ignores-tangent.
 JVP_LANDED = (
     _problem(
         [[20.783856822179178, 27.283218915415503], [27.283218915415503, 36.69906785617155]],
@@ -106,7 +106,7 @@ JVP_MEMORY_LEAK = (
 # target dA x moves with the iterate, and the stopping rule does not wait for it. On the
 # releases as published it is accurate (others are not: 0.07 there, 1e-10 with the series).
 # Not a test (no example fails on every release and the series alike except the minimal
-# one in test_solve_jvp_along_A_is_implicit): the README's evidence.
+# one in test_solve_jvp_along_A_is_implicit): evidence for docs/tests.md.
 JVP_ALONG_A = (
     _problem(
         [

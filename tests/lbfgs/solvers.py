@@ -70,7 +70,7 @@ def lbfgs_solve(
 
     Returns (x, number of steps before the extra ones, |g| / |g0| where the loop stopped).
     A tolerance relative to the initial gradient stops the solve before the
-    curvature pairs become rounding noise (see the README's domain notes).
+    curvature pairs become rounding noise (see docs/tests.md, the property suite's domains).
 
     Forward derivatives lag the iterates by a step: with the preconditioner P held
     constant, the tangent's step is x_dot <- x_dot - step * P * (tangent of the

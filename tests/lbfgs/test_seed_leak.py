@@ -100,7 +100,7 @@ def test_solution_jacobian_is_finite_when_started_at_optimum(A, b, x0, dtype):
 def test_solution_jacobian_is_finite_for_tiny_float32_gradient(dtype):
     # |b| = 1.4e-20: |b|**2 underflows in float32, so |g0| evaluates to 0. One step only:
     # longer solves at this scale overflow 1/(y^T s) in float32 with or without the
-    # patch, a separate limit (see the README's domain notes).
+    # patch, a separate limit (see docs/tests.md, the property suite's domains).
     A, b, x0 = jnp.array(A_2D, dtype), jnp.full(2, 1e-20, dtype), jnp.zeros(2, dtype)
     assert float(jnp.linalg.norm(b)) == 0.0, "precondition: |b|**2 must underflow"
     static = dict(num_steps=1)
