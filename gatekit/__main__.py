@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from gatekit import PATCHES_DIR, GateError, base_release, fork, matrix, newest_release, sdist, series, sessions
+from gatekit import PATCHES_DIR, GateError, base_release, fork, matrix, mutants, newest_release, sdist, series, sessions
 
 
 def session(args) -> int:
@@ -60,6 +60,7 @@ def main(argv=None) -> int:
 
     fork.add_command(commands)
     matrix.add_command(commands)
+    mutants.add_command(commands)
 
     # Everything after "--" is passed through to pytest.
     argv = list(sys.argv[1:] if argv is None else argv)
