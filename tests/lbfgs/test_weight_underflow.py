@@ -8,7 +8,7 @@ jax.grad was NaN for every |b| <= 1e-4 on optax 0.2.4 with 0001 to 0004 (jax 0.4
 while the answer, A^-1 1, does not depend on the scale of b. Patch 0005 forms the weight
 from stop_gradient(y^T s). With jax 0.10.2 the same unrolls were finite without 0005 (it drops
 the unused state's tangents); a loop that returns its optimizer state too keeps them, and there
-jax.grad is NaN without 0005 on both jax lines (the last test).
+jax.vjp is NaN without 0005 on both jax lines (the last test).
 """
 
 import numpy as np
