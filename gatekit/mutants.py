@@ -280,6 +280,14 @@ def judge_mutant(hunk: Hunk, records: dict[str, dict], release: str) -> dict:
     }
 
 
+def _original_name(nodeid: str, copies: str, originals: dict[str, str]) -> str:
+    """An optax-side test's node id with its file as in optax (runner copies the files out to run them)."""
+    if not nodeid.startswith(copies):
+        return nodeid
+    file, separator, rest = nodeid[len(copies) :].partition("::")
+    return originals.get(file, file) + separator + rest
+
+
 def _row(hunk: Hunk, release: str) -> dict:
     return {"patch": hunk.patch, "source": hunk.source, "file": hunk.file, "hunk": hunk.header, "release": release}
 
@@ -420,6 +428,10 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
                 args=["--known-defects=", *runner.default_workers(pytest_args)],
             )
             row = {**judge_mutant(hunk, records, release), "reversal": reversal.detail}
+            # optax-side tests ran from a copy in the mutant's reports: named by their file in optax.
+            copies = os.path.relpath(mutant_reports / "optax-tests", PROJECT_ROOT) + "/"
+            originals = {Path(m).name: m for m in modules}
+            row["by"] = [_original_name(nodeid, copies, originals) for nodeid in row["by"]]
             rows.append(row)
             print(
                 f"{hunk.label}: {'caught' if row['caught'] else 'NOT caught'} ({len(row['by'])} detectors)", flush=True
