@@ -94,6 +94,18 @@ def optax_suite(session, release):
     session.run("python", "-m", "gatekit.optax_suite", "--release", release, *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("release", RELEASES)
+def mutants(session, release):
+    """Each library hunk of the series reversed alone must be caught by its patch's detectors (slow)."""
+    from gatekit.mutants import clear_reports
+
+    # First, before the install and any argument check: no earlier verdict survives this run.
+    clear_reports(release)
+    _install_suite(session, f"constraints/optax-{release}.txt")
+    _gatekit(session, "mutants", "--release", release, "--", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def inventory(session):
     """Collect the suite and write tests/lbfgs/inventory.json, the node ids every gate run must collect."""

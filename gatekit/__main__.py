@@ -18,6 +18,7 @@ from gatekit import (
     fork,
     inventory,
     matrix,
+    mutants,
     newest_release,
     runner,
     sdist,
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
 
     fork.add_command(commands)
     matrix.add_command(commands)
+    mutants.add_command(commands)
 
     # Everything after "--" is passed through to pytest.
     argv = list(sys.argv[1:] if argv is None else argv)

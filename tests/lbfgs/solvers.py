@@ -14,6 +14,7 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -108,6 +109,13 @@ def scale_by_lbfgs_unroll(A, b, x0, *, num_steps: int, step_size: float = 0.5):
     No linesearch, so no while loop: this unroll can be differentiated in
     reverse mode.
     """
+    x, _ = scale_by_lbfgs_unroll_with_state(A, b, x0, num_steps=num_steps, step_size=step_size)
+    return x
+
+
+def scale_by_lbfgs_unroll_with_state(A, b, x0, *, num_steps: int, step_size: float = 0.5):
+    """`scale_by_lbfgs_unroll`, returning the optimizer's final state with the iterate, as a
+    loop that hands its state on (to warm-start the next solve, or to checkpoint) does."""
     fun = quadratic(A, b)
     opt = optax.chain(optax.scale_by_lbfgs(), optax.scale(-step_size))
 
@@ -116,8 +124,15 @@ def scale_by_lbfgs_unroll(A, b, x0, *, num_steps: int, step_size: float = 0.5):
         updates, state = opt.update(jax.grad(fun)(params), state, params)
         return (optax.apply_updates(params, updates), state), None
 
-    (x, _), _ = jax.lax.scan(body, (x0, opt.init(x0)), length=num_steps)
-    return x
+    (x, state), _ = jax.lax.scan(body, (x0, opt.init(x0)), length=num_steps)
+    return x, state
+
+
+def _zero_cotangent(leaf):
+    """A zero cotangent for one output leaf: float0 for integers (the state's counters)."""
+    if jnp.issubdtype(leaf.dtype, jnp.inexact):
+        return jnp.zeros_like(leaf)
+    return np.zeros(leaf.shape, jax.dtypes.float0)
 
 
 def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **static):
@@ -125,7 +140,9 @@ def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **sta
 
     transform: "value", "jacfwd" (Jacobian of the final iterate w.r.t. argument
     `argnum`: 0 = A, 1 = b, 2 = x0), "jvp" (takes tangents for A, b, x0 after the
-    primals) or "grad" (reverse mode, of sum(x) w.r.t. argument `argnum`).
+    primals), "grad" (reverse mode, of sum(x) w.r.t. argument `argnum`) or
+    "vjp_with_state" (the same by `jax.vjp` of a solver that also returns its state,
+    pulled back with zeros on the state).
 
     Spellings of one configuration share one function: defaults are filled in and
     `argnum` is ignored where the transform takes none, so a configuration is traced
@@ -158,6 +175,19 @@ def _compiled(name: str, transform: str, argnum, static: tuple):
         return jax.jit(lambda A, b, x0, dA, db, dx0: jax.jvp(final_iterate, (A, b, x0), (dA, db, dx0)))
     if transform == "grad":
         return jax.jit(jax.grad(lambda A, b, x0: jnp.sum(final_iterate(A, b, x0)), argnums=argnum))
+    if transform == "vjp_with_state":
+
+        def pullback(A, b, x0):
+            arguments = [A, b, x0]
+
+            def of(argument):
+                return solver(*arguments[:argnum], argument, *arguments[argnum + 1 :])
+
+            (x, state), vjp = jax.vjp(of, arguments[argnum])
+            # The cotangent a loss of the iterate alone hands back: ones on x, zeros on the state.
+            return vjp((jnp.ones_like(x), jax.tree.map(_zero_cotangent, state)))[0]
+
+        return jax.jit(pullback)
     raise ValueError(f"unknown transform {transform!r}")
 
 
@@ -166,4 +196,5 @@ SOLVERS = {
     "lbfgs_fixed_steps": lbfgs_fixed_steps,
     "lbfgs_solve": lbfgs_solve,
     "scale_by_lbfgs_unroll": scale_by_lbfgs_unroll,
+    "scale_by_lbfgs_unroll_with_state": scale_by_lbfgs_unroll_with_state,
 }

@@ -6,8 +6,9 @@ the derivative of the weight 1 / (y^T s), -1 / (y^T s)^2, is inf in float32 (|y^
 cotangent as zeros, and the transpose of the division multiplied them by that inf:
 jax.grad was NaN for every |b| <= 1e-4 on optax 0.2.4 with 0001 to 0004 (jax 0.4.35),
 while the answer, A^-1 1, does not depend on the scale of b. Patch 0005 forms the weight
-from stop_gradient(y^T s). With jax 0.10.2 (optax 0.2.8 with the series) the same unrolls
-were finite.
+from stop_gradient(y^T s). With jax 0.10.2 the same unrolls were finite without 0005; through
+a loop that returns its optimizer state too, jax.vjp is NaN without 0005 on both jax lines
+(the last test).
 """
 
 import numpy as np
@@ -41,6 +42,40 @@ def test_reverse_gradient_of_small_problem_is_the_implicit_one(scale, dtype):
             x0=x0,
             solver="scale_by_lbfgs_unroll",
             derivative="grad",
+            dtype=dtype,
+            got=gradient,
+            **STATIC,
+        ),
+    )
+
+
+@pytest.mark.defect("weight-underflow")
+@pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
+def test_reverse_gradient_of_small_problem_through_a_loop_returning_its_state_is_the_implicit_one(dtype):
+    # A loop that also returns its optimizer state (to warm-start the next solve, say) makes jax.vjp
+    # pull a zero cotangent back through the state, where it meets the weight's derivative,
+    # -1/(y^T s)^2. Measured at |b| ~ 1e-4 with the series but 0005: NaN on 0.2.4 (jax 0.4.35) and on
+    # 0.2.8 (jax 0.10.2), where the test above is finite without 0005; with the series, within
+    # 2.5e-7 of A^-1 1 on both.
+    scale = 1e-4
+    A, b, x0 = A_2D.astype(dtype), (scale * np.array([1.0, -2.0])).astype(dtype), np.zeros(2, dtype)
+    gradient = np.asarray(
+        solvers.compiled("scale_by_lbfgs_unroll_with_state", "vjp_with_state", argnum=1, **STATIC)(A, b, x0)
+    )
+    implicit = np.linalg.solve(A_2D, np.ones(2))
+    error = np.max(np.abs(gradient - implicit)) / np.max(np.abs(implicit)) if np.all(np.isfinite(gradient)) else np.inf
+    tolerance = 16 * np.linalg.cond(A_2D) * np.finfo(dtype).eps
+    check(
+        error <= tolerance,
+        lambda: problem_report(
+            f"jax.vjp through {STATIC['num_steps']} steps of scale_by_lbfgs returning (x, state), pulled back with "
+            f"(ones, zeros), at |b| ~ {scale:g} is not A^-1 1 = {implicit} (relative error {error:.3g} > "
+            f"{tolerance:.3g})",
+            A=A,
+            b=b,
+            x0=x0,
+            solver="scale_by_lbfgs_unroll_with_state",
+            derivative="vjp_with_state",
             dtype=dtype,
             got=gradient,
             **STATIC,

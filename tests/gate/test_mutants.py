@@ -1,0 +1,143 @@
+"""Mutants of the series: its hunks cut one by one, each reversed alone on the patched tree (no jax)."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from gatekit import PATCHES_DIR, mutants, series, tree
+
+SERIES = PATCHES_DIR / "series"
+
+
+def _patched(release, sdist_dir):
+    return tree.prepare(release, SERIES, sdist_dir, report=lambda _: None)
+
+
+@pytest.mark.parametrize("patch", series.read_series(), ids=lambda p: p.name[:4])
+def test_the_hunks_of_a_patch_are_its_hunks_and_nothing_else(patch):
+    hunks = mutants.split_hunks(patch)
+    text = patch.read_text()
+    assert [h.header for h in hunks] == [line for line in text.splitlines() if line.startswith("@@ ")]
+    # Each hunk's lines, concatenated, are the patch's, in order; no mbox signature in any.
+    assert all("\n-- \n" not in h.diff and not h.diff.rstrip().endswith("2.39.5") for h in hunks)
+    # Per file, as many lines added and removed as git itself counts in the patch.
+    numstat = subprocess.run(["git", "apply", "--numstat", str(patch)], capture_output=True, text=True, check=True)
+    counted = {}
+    for line in numstat.stdout.splitlines():
+        added, removed, file = line.split("\t")
+        counted[file] = (int(added), int(removed))
+    assert counted == {
+        file: (sum(len(h.added) for h in hunks if h.file == file), sum(len(h.removed) for h in hunks if h.file == file))
+        for file in {h.file for h in hunks}
+    }
+
+
+def test_a_removed_line_that_looks_like_the_signature_stays_in_its_hunk(tmp_path):
+    patch = tmp_path / "0001-x.patch"
+    patch.write_text(
+        "Subject: [PATCH] x\n---\n"
+        "diff --git a/f.py b/f.py\n--- a/f.py\n+++ b/f.py\n"
+        "@@ -1,2 +1,1 @@\n a = 1\n-- \n"
+        "diff --git a/g_test.py b/g_test.py\nnew file mode 100644\n--- /dev/null\n+++ b/g_test.py\n"
+        "@@ -0,0 +1 @@\n+x = 1\n-- \n2.39.5\n"
+    )
+    first, second = mutants.split_hunks(patch)
+    assert first.removed == ["- "] and first.file == "f.py" and mutants.is_library(first.file)
+    assert second.added == ["x = 1"] and not mutants.is_library(second.file)
+
+
+@pytest.mark.parametrize("release", ["0.2.4", "0.2.8"])
+def test_library_hunks_are_those_of_the_applied_patches_outside_test_modules(release, sdist_dir):
+    patched = _patched(release, sdist_dir)
+    hunks = mutants.library_hunks(patched, SERIES)
+    assert hunks and all(not h.file.endswith("_test.py") for h in hunks)
+    applied = [s for s in tree.statuses(patched) if s.state == "applies"]
+    order = [s.patch for s in applied]
+    assert [h.patch for h in hunks] == sorted((h.patch for h in hunks), key=order.index)
+    assert {h.patch for h in hunks} == {s.patch for s in applied}
+    # 0001 is upstream from 0.2.5 on: nothing of it to reverse on the newest release.
+    assert any(h.patch.startswith("0001") for h in hunks) == (release == "0.2.4")
+    # The hunks come from the file that was applied: the release's variant where there is one.
+    assert {h.source for h in hunks} == {s.source for s in applied}
+
+
+@pytest.mark.parametrize("release", ["0.2.4", "0.2.8"])
+def test_each_mutant_differs_from_the_patched_tree_by_its_hunk_alone(release, sdist_dir, tmp_path):
+    patched = _patched(release, sdist_dir)
+    for hunk in mutants.library_hunks(patched, SERIES):
+        mutant = tmp_path / hunk.slug
+        reversal = mutants.build_mutant(patched, hunk, mutant)
+        assert reversal.ok, f"{hunk.label}: {reversal.detail}"
+        removed, added = mutants.changed_lines(patched / hunk.file, mutant / hunk.file)
+        assert (removed, added) == (hunk.added, hunk.removed), hunk.label
+        others = [p.relative_to(mutant) for p in mutant.rglob("*.py") if p.relative_to(mutant).as_posix() != hunk.file]
+        assert all((mutant / p).read_bytes() == (patched / p).read_bytes() for p in others), hunk.label
+        shutil.rmtree(mutant)
+
+
+def test_the_hunk_0005_rewrote_the_context_of_is_reversed_with_less_context(sdist_dir, tmp_path):
+    patched = _patched("0.2.4", sdist_dir)
+    weight = next(h for h in mutants.library_hunks(patched, SERIES) if h.patch.startswith("0002"))
+    # Its context line `vdot_diff_params_updates = otu.tree_vdot(...)` is 0005's: as cut, it does not reverse.
+    assert mutants._git(patched, "apply", "-R", "--check", "-", stdin=weight.diff).returncode != 0
+    reversal = mutants.build_mutant(patched, weight, tmp_path / "mutant")
+    assert reversal.ok and "-C" in reversal.detail
+    text = (tmp_path / "mutant" / weight.file).read_text()
+    assert "1.0 / vdot_diff_params_updates" in text and "safe_vdot_diff_params_updates" not in text
+    assert "jax.lax.stop_gradient(\n        otu.tree_vdot(diff_updates, diff_params)" in text  # 0005 stays
+
+
+def test_a_hunk_that_is_not_in_the_tree_is_not_reversed_and_leaves_no_mutant(sdist_dir, tmp_path):
+    patched = _patched("0.2.4", sdist_dir)
+    hunk = mutants.library_hunks(patched, SERIES)[0]
+    stray = mutants.Hunk(
+        hunk.patch, hunk.source, hunk.file, 1, hunk.header, hunk.diff.replace("stop_gradient(updates)", "nowhere()")
+    )
+    reversal = mutants.build_mutant(patched, stray, tmp_path / "mutant")
+    assert not reversal.ok and "cannot be reversed alone" in reversal.detail
+    assert not (tmp_path / "mutant").exists()
+
+
+def _row(release, caught, patch="0001-x.patch"):
+    hunk = {"patch": patch, "file": "optax/_src/transform.py", "hunk": "@@ -1 +1 @@", "release": release}
+    return {**hunk, "caught": caught, "by": ["tests/lbfgs/test_x.py::test_y"] if caught else []}
+
+
+def _write_release(release, rows, fingerprint):
+    folder = mutants.reports_root() / release
+    folder.mkdir(parents=True, exist_ok=True)
+    reasons = mutants._reasons([{**r, "verdict": "green"} for r in rows])
+    document = mutants._document(rows, reasons, release=release, fingerprint=fingerprint)
+    (folder / "verdict.json").write_text(json.dumps(document))
+
+
+def test_the_combined_verdict_is_green_only_when_every_release_ran_with_this_series_and_caught_all():
+    base, newest = mutants.releases()
+    current = mutants.fingerprint(SERIES)
+    _write_release(base, [_row(base, True)], current)
+    assert mutants.write_combined(SERIES)["verdict"] == "red"  # the newest did not run
+    _write_release(newest, [_row(newest, True)], "another series")
+    assert "another series" in mutants.write_combined(SERIES)["reasons"][0]
+    _write_release(newest, [_row(newest, True)], current)
+    combined = mutants.write_combined(SERIES)
+    assert combined["verdict"] == "green" and [r["release"] for r in combined["hunks"]] == [base, newest]
+    _write_release(newest, [_row(newest, False)], current)
+    combined = json.loads((mutants.reports_root() / "verdict.json").read_text())
+    assert combined["verdict"] == "green"  # written only by write_combined
+    assert mutants.write_combined(SERIES)["verdict"] == "red"
+
+
+def test_reports_are_cleared_before_the_release_is_checked(gate):
+    planted = gate.work / "reports" / "mutants"
+    (planted / "0.2.4").mkdir(parents=True)
+    for path in (planted / "verdict.json", planted / "0.2.4" / "verdict.json"):
+        path.write_text('{"session": "mutants", "verdict": "green"}')
+    result = gate("mutants", "--release", "0.2.4", "--", "-k", "seed")
+    assert result.returncode == 2 and "`-k` is not allowed" in result.stderr
+    assert not (planted / "verdict.json").exists() and not (planted / "0.2.4").exists()
+    (planted / "verdict.json").write_text('{"session": "mutants", "verdict": "green"}')
+    result = gate("mutants", "--release", "9.9.9")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "9.9.9" in result.stderr
+    assert not (planted / "verdict.json").exists()
