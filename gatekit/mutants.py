@@ -482,7 +482,8 @@ def add_command(commands) -> None:
         clear_reports(args.release)
         if args.release not in releases():
             raise GateError(
-                f"--release {args.release} is not a release of the mutants session: use one of {', '.join(releases())}"
+                f"--release {args.release or 'RELEASE'} is needed, one of {', '.join(releases())}: "
+                "the mutants session runs the base and the newest release"
             )
         return run(args.release, args.series, args.pytest_args, args.sdist_dir)
 
