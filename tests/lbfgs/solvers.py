@@ -120,6 +120,29 @@ def scale_by_lbfgs_unroll(A, b, x0, *, num_steps: int, step_size: float = 0.5):
     return x
 
 
+def notebook_unroll(A, b, x0, *, num_steps: int, learning_rate: float = 0.1):
+    """The first loop of optax's examples/lbfgs.ipynb, in a `lax.scan`.
+
+    f(w) = 1/2 (w - b)^T A (w - b), minimised at b (the notebook's `w_opt`), so that
+    d x / d b is the identity at the solution; `scale_by_lbfgs()` as a preconditioner
+    and `w = w - lr * u`, as the notebook writes it.
+    """
+
+    def fun(w):
+        return 0.5 * (w - b).dot(jnp.dot(A, w - b))
+
+    opt = optax.scale_by_lbfgs()
+
+    def body(carry, _):
+        w, state = carry
+        _, g = jax.value_and_grad(fun)(w)
+        u, state = opt.update(g, state, w)
+        return (w - learning_rate * u, state), None
+
+    (x, _), _ = jax.lax.scan(body, (x0, opt.init(b)), length=num_steps)
+    return x
+
+
 def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **static):
     """One jitted function per (solver, derivative, static configuration).
 
@@ -166,4 +189,5 @@ SOLVERS = {
     "lbfgs_fixed_steps": lbfgs_fixed_steps,
     "lbfgs_solve": lbfgs_solve,
     "scale_by_lbfgs_unroll": scale_by_lbfgs_unroll,
+    "notebook_unroll": notebook_unroll,
 }
