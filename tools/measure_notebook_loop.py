@@ -34,6 +34,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 300, 400, 500, 700, 1000])
     parser.add_argument("--trace", type=int, default=0, help="print the memory per step, for this many steps")
     parser.add_argument("--fd", action="store_true", help="also the loop's exact derivative by central differences")
+    parser.add_argument(
+        "--loop",
+        choices=("notebook", "lbfgs"),
+        default="notebook",
+        help="the notebook's scale_by_lbfgs loop, or optax.lbfgs() steps on the same problem (forward mode only)",
+    )
     return parser.parse_args()
 
 
@@ -74,7 +80,28 @@ def notebook_trajectory(w_opt, mat, w0, num_steps):
     return trace
 
 
+def lbfgs_final(w_opt, mat, w0, num_steps):
+    """num_steps of optax.lbfgs() (zoom linesearch) on the notebook's problem, as its how-to steps."""
+
+    def fun(w):
+        return 0.5 * (w - w_opt).dot(mat.dot(w - w_opt))
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def body(carry, _):
+        w, state = carry
+        value, grad = value_and_grad(w, state=state)
+        u, state = opt.update(grad, state, w, value=value, grad=grad, value_fn=fun)
+        return (optax.apply_updates(w, u), state), None
+
+    (w, _), _ = jax.lax.scan(body, (w0, opt.init(w0)), length=num_steps)
+    return w
+
+
 def final(w_opt, mat, w0, num_steps):
+    if args.loop == "lbfgs":
+        return lbfgs_final(w_opt, mat, w0, num_steps)
     return notebook_trajectory(w_opt, mat, w0, num_steps)[0][-1]
 
 
@@ -82,7 +109,7 @@ def main() -> None:
     w_opt, mat, w0 = notebook_problem()
     lam = np.linalg.eigvalsh(np.asarray(mat, np.float64))
     print(
-        f"optax {version('optax')}, jax {version('jax')}, {args.dtype}, "
+        f"optax {version('optax')}, jax {version('jax')}, {args.dtype}, loop {args.loop}, "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; lr * lambda_max = {LR * lam[-1]:.3f}, "
         f"lambda_min = {lam[0]:.3g}"
     )
@@ -92,7 +119,8 @@ def main() -> None:
         rev = jax.jit(jax.jacrev(final), static_argnums=3)
         x = np.asarray(jax.jit(final, static_argnums=3)(w_opt, mat, w0, num_steps))
         row = [f"steps {num_steps:5d}", f"|w - w_opt| {np.max(np.abs(x - 1.0)):.2e}"]
-        for name, jac in (("jacrev", rev), ("jacfwd", fwd)):
+        modes = (("jacfwd", fwd),) if args.loop == "lbfgs" else (("jacrev", rev), ("jacfwd", fwd))
+        for name, jac in modes:
             J = np.asarray(jac(w_opt, mat, w0, num_steps), np.float64)
             error = np.max(np.abs(J - identity)) if np.all(np.isfinite(J)) else np.nan
             row.append(f"{name} vs implicit {error:.3g}")

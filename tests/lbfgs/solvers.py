@@ -143,6 +143,31 @@ def notebook_unroll(A, b, x0, *, num_steps: int, learning_rate: float = 0.1):
     return x
 
 
+def implicit_lbfgs_solve(A, b, x0, *, max_steps: int = 100, rel_tol: float = 1e-10, objective: str = "quadratic"):
+    """The README's recipe: an `optax.lbfgs()` solve differentiated implicitly.
+
+    `jax.lax.custom_root` runs the solve (`lbfgs_solve`, a while loop) without
+    differentiating it, and differentiates its root x* of grad f(x) = 0 through the
+    implicit function theorem: the tangent solves H dx = -(d grad f / d theta) dtheta with
+    H the Hessian at x*, in forward and reverse mode alike, with respect to everything
+    `optimality` closes over (here A and b).
+    """
+    fun = OBJECTIVES[objective](A, b)
+
+    def optimality(x):
+        return jax.grad(fun)(x)
+
+    def solve(_, x0):
+        return lbfgs_solve(A, b, x0, max_steps=max_steps, rel_tol=rel_tol, objective=objective)[0]
+
+    def tangent_solve(linear, y):
+        # A dense solve with the Hessian, fine for a few hundred parameters; for more, a
+        # matrix-free solver (jax.scipy.sparse.linalg.cg(linear, y)[0]) needs no matrix.
+        return jnp.linalg.solve(jax.jacfwd(linear)(y), y)
+
+    return jax.lax.custom_root(optimality, x0, solve, tangent_solve)
+
+
 def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **static):
     """One jitted function per (solver, derivative, static configuration).
 
@@ -190,4 +215,5 @@ SOLVERS = {
     "lbfgs_solve": lbfgs_solve,
     "scale_by_lbfgs_unroll": scale_by_lbfgs_unroll,
     "notebook_unroll": notebook_unroll,
+    "implicit_lbfgs_solve": implicit_lbfgs_solve,
 }
