@@ -47,6 +47,14 @@ DEFECTS = {
             "inf once (y^T s)^2 underflows (float32, small problems): NaN",
             "0005-lbfgs-form-curvature-weight-without-derivatives.patch",
         ),
+        Defect(
+            "stalled-memory-divergence",
+            "once a fixed-step unroll stalls at rounding, the zero curvature pairs it pushes evict the "
+            "memory and the identity scale falls back to 1: the tangent (the memory used as a constant) "
+            "is then gradient descent with the learning rate and diverges when lr * lambda_max > 2, "
+            "finite and wrong (the first loop of optax's examples/lbfgs.ipynb run to convergence)",
+            "0006-lbfgs-precondition-derivatives-with-a-memory-of-curvature.patch",
+        ),
         # Limits found by the property suite (tests/lbfgs/test_properties.py): no patch fixes them.
         Defect(
             "fixed-step-divergence-at-optimum",

@@ -51,9 +51,9 @@ def dtype(request):
 # and tracing, not running, is what the suite spends its time on. The property and
 # seed-leak tests share their solves per dtype; the rest spread freely.
 # test_warm_starts.py shares the float64 implicit solve; test_pytrees.py and
-# test_objectives.py share compiled functions within each file.
+# test_objectives.py, test_notebook_loops.py and test_implicit_recipe.py share compiled functions within each file.
 _SHARED_SOLVES = ("test_properties.py", "test_seed_leak.py", "test_warm_starts.py")
-_SHARED_WITHIN = ("test_pytrees.py", "test_objectives.py")
+_SHARED_WITHIN = ("test_pytrees.py", "test_objectives.py", "test_notebook_loops.py", "test_implicit_recipe.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -135,6 +135,54 @@ def _zero_cotangent(leaf):
     return np.zeros(leaf.shape, jax.dtypes.float0)
 
 
+def notebook_unroll(A, b, x0, *, num_steps: int, learning_rate: float = 0.1):
+    """The first loop of optax's examples/lbfgs.ipynb, in a `lax.scan`.
+
+    f(w) = 1/2 (w - b)^T A (w - b), minimised at b (the notebook's `w_opt`), so that
+    d x / d b is the identity at the solution; `scale_by_lbfgs()` as a preconditioner
+    and `w = w - lr * u`, as the notebook writes it.
+    """
+
+    def fun(w):
+        return 0.5 * (w - b).dot(jnp.dot(A, w - b))
+
+    opt = optax.scale_by_lbfgs()
+
+    def body(carry, _):
+        w, state = carry
+        _, g = jax.value_and_grad(fun)(w)
+        u, state = opt.update(g, state, w)
+        return (w - learning_rate * u, state), None
+
+    (x, _), _ = jax.lax.scan(body, (x0, opt.init(b)), length=num_steps)
+    return x
+
+
+def implicit_lbfgs_solve(A, b, x0, *, max_steps: int = 100, rel_tol: float = 1e-10, objective: str = "quadratic"):
+    """The README's recipe: an `optax.lbfgs()` solve differentiated implicitly.
+
+    `jax.lax.custom_root` runs the solve (`lbfgs_solve`, a while loop) without
+    differentiating it, and differentiates its root x* of grad f(x) = 0 through the
+    implicit function theorem: the tangent solves H dx = -(d grad f / d theta) dtheta with
+    H the Hessian at x*, in forward and reverse mode alike, with respect to everything
+    `optimality` closes over (here A and b).
+    """
+    fun = OBJECTIVES[objective](A, b)
+
+    def optimality(x):
+        return jax.grad(fun)(x)
+
+    def solve(_, x0):
+        return lbfgs_solve(A, b, x0, max_steps=max_steps, rel_tol=rel_tol, objective=objective)[0]
+
+    def tangent_solve(linear, y):
+        # A dense solve with the Hessian, fine for a few hundred parameters; for more, a
+        # matrix-free solver (jax.scipy.sparse.linalg.cg(linear, y)[0]) needs no matrix.
+        return jnp.linalg.solve(jax.jacfwd(linear)(y), y)
+
+    return jax.lax.custom_root(optimality, x0, solve, tangent_solve)
+
+
 def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **static):
     """One jitted function per (solver, derivative, static configuration).
 
@@ -197,4 +245,6 @@ SOLVERS = {
     "lbfgs_solve": lbfgs_solve,
     "scale_by_lbfgs_unroll": scale_by_lbfgs_unroll,
     "scale_by_lbfgs_unroll_with_state": scale_by_lbfgs_unroll_with_state,
+    "notebook_unroll": notebook_unroll,
+    "implicit_lbfgs_solve": implicit_lbfgs_solve,
 }

@@ -142,9 +142,14 @@ def test_reverse_gradient_past_convergence_is_the_implicit_one(dtype):
     Derivative-only changes cannot fix it: the primal itself leaves the solution. Skipping
     pairs whose y^T s <= 0 (upstream PR #1749; optimistix skips y^T s below a threshold)
     changes primal values: measured, it removes the NaN of seeds 151 and 161, not that of 247.
+
+    Patch 0006 (the tangent's own memory, without pairs of non-positive curvature or of steps
+    at rounding) brought seed 386 within the tolerance on jax 0.10.2; seed 12 stays off there
+    (relative error 1.3e4 with 0006, jax 0.10.2): the iterate itself is thrown off.
     """
     _check_reverse_gradient_is_implicit(151, dtype)
     _check_reverse_gradient_is_implicit(386, dtype)
+    _check_reverse_gradient_is_implicit(12, dtype)
 
 
 @float32
