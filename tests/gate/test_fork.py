@@ -30,6 +30,7 @@ P0002 = defects.DEFECTS["reverse-nan"].patch
 P0003 = defects.DEFECTS["memory-leak"].patch
 P0004 = defects.DEFECTS["stepsize-leak"].patch
 P0005 = defects.DEFECTS["weight-underflow"].patch
+P0006 = defects.DEFECTS["stalled-memory-divergence"].patch
 SERIES = tuple(patch.name for patch in series.read_series())
 
 
@@ -127,18 +128,20 @@ def test_newest_release_has_0001_upstream_and_takes_the_0002_variant_made_for_it
     assert states[P0003] == ("applies", "")
     assert states[P0004] == ("applies", f"variant 0.2.8/{P0004}")
     assert states[P0005] == ("applies", f"variant 0.2.8/{P0005}")
+    assert states[P0006] == ("applies", f"variant 0.2.8/{P0006}")
     # The advice names the variants, the files that actually apply to this fork.
     assert report["apply_all"] == (
         f"git -C {simulated['newest']} am {PATCHES_DIR / '0.2.8' / P0002} "
-        f"{PATCHES_DIR / P0003} {PATCHES_DIR / '0.2.8' / P0004} {PATCHES_DIR / '0.2.8' / P0005}"
+        f"{PATCHES_DIR / P0003} {PATCHES_DIR / '0.2.8' / P0004} {PATCHES_DIR / '0.2.8' / P0005} "
+        f"{PATCHES_DIR / '0.2.8' / P0006}"
     )
 
 
 def test_ref_selects_the_commit_to_gate(simulated, fork_gate):
-    # Five commits back from the series-applied fork is the release as published.
-    _, report = fork_gate(str(simulated["series"]), "--table-only", "--ref", "HEAD~5")
+    # One commit back per patch of the series, from the series-applied fork: the release as published.
+    _, report = fork_gate(str(simulated["series"]), "--table-only", "--ref", f"HEAD~{len(SERIES)}")
     assert _states(report) == _all("applies")
-    assert report["fork"]["ref"] == "HEAD~5"
+    assert report["fork"]["ref"] == f"HEAD~{len(SERIES)}"
     assert report["fork"]["commit"] == forks.git(simulated["pristine"], "rev-parse", "HEAD")
 
 

@@ -19,6 +19,7 @@ P0002 = defects.DEFECTS["reverse-nan"].patch
 P0003 = defects.DEFECTS["memory-leak"].patch
 P0004 = defects.DEFECTS["stepsize-leak"].patch
 P0005 = defects.DEFECTS["weight-underflow"].patch
+P0006 = defects.DEFECTS["stalled-memory-divergence"].patch
 # Every defect the series fixes is in optax 0.2.4 as published (the series is made for it).
 PATCHABLE = {d.name: d.patch for d in defects.DEFECTS.values() if d.patch is not None}
 
@@ -88,6 +89,7 @@ def test_apply_makes_the_pristine_fork_green_in_a_scratch_copy(pristine, fork_ga
         (P0003, "git am", True),
         (P0004, "git am", True),
         (P0005, "git am", True),
+        (P0006, "git am", True),
     ]
     assert forks.git(pristine, "rev-parse", "HEAD") == head, "--apply changed the fork itself"
     assert forks.git(pristine, "status", "--porcelain") == ""
@@ -106,6 +108,7 @@ def test_apply_on_a_conflicting_fork_goes_green_through_0003_and_names_the_confl
         P0003: ("git am", True),
         P0004: ("git am", True),
         P0005: ("git am", True),
+        P0006: ("git am", True),
     }
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert report["verdict"] == "green" and report["findings"] == [] and report["reasons"] == []
@@ -119,22 +122,28 @@ def test_newest_release_fork_is_judged_with_its_own_pins_and_lacks_0002_to_0004(
     assert report["fork"]["constraints"] == "constraints/optax-0.2.8.txt", "no pins made for optax 0.2.8"
     # 0.2.8 ships upstream's fix for the seed leak, and none of the others.
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr
-    assert set(_defects(report)) == {"reverse-nan", "memory-leak", "stepsize-leak", "weight-underflow"}
+    assert set(_defects(report)) == {
+        "reverse-nan",
+        "memory-leak",
+        "stepsize-leak",
+        "weight-underflow",
+        "stalled-memory-divergence",
+    }
     assert _only_defects(report), report["reasons"]
     reverse = _defects(report)["reverse-nan"]
     assert reverse["command"] == f"git -C {fork} am {PATCHES_DIR / '0.2.8' / P0002}"
 
 
 def test_fork_relabelled_as_a_newer_version_gets_its_base_releases_pins(pristine, fork_gate, tmp_path):
-    # 0.2.4 with 0001 to 0004, lacking 0005, calling itself 0.2.9.dev0: by its version it
-    # would get 0.2.8's pins (jax 0.10.2), where weight-underflow does not show.
-    patches = [p for p in series.read_series() if p.name != P0005]
+    # 0.2.4 with 0001 to 0004, lacking 0005 (and 0006, made on top of it), calling itself
+    # 0.2.9.dev0: by its version it would get 0.2.8's pins (jax 0.10.2).
+    patches = [p for p in series.read_series() if p.name not in (P0005, P0006)]
     fork = forks.relabelled(pristine, tmp_path / "relabelled", "0.2.9.dev0", patches)
     result, report = fork_gate(str(fork))
     assert report["fork"]["base_release"] == "0.2.4" and report["fork"]["optax_version"] == "0.2.9.dev0"
     assert report["fork"]["constraints"] == "constraints/optax-0.2.4.txt"
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr
-    assert set(_defects(report)) == {"weight-underflow"}
+    assert set(_defects(report)) == {"weight-underflow", "stalled-memory-divergence"}
 
 
 def test_fork_that_rewrites_the_suite_on_import_is_red(pristine, fork_gate, tmp_path):
