@@ -69,6 +69,15 @@ def test_each_mutant_differs_from_the_patched_tree_by_its_hunk_alone(release, sd
     for hunk in mutants.library_hunks(patched, SERIES):
         mutant = tmp_path / hunk.slug
         reversal = mutants.build_mutant(patched, hunk, mutant)
+        post_image = "\n".join(
+            line[1:] for line in hunk.diff.splitlines()[1:] if line[:1] in (" ", "+") and not line.startswith("+++")
+        )
+        if post_image not in (patched / hunk.file).read_text():
+            # A later patch rewrote lines inside this hunk (0005 over 0002, 0006 over 0003).
+            # Reversed alone, exactly, or reported as not reversible (red): never guessed.
+            if not reversal.ok:
+                assert "cannot be reversed alone" in reversal.detail, hunk.label
+                continue
         assert reversal.ok, f"{hunk.label}: {reversal.detail}"
         removed, added = mutants.changed_lines(patched / hunk.file, mutant / hunk.file)
         assert (removed, added) == (hunk.added, hunk.removed), hunk.label
