@@ -10,7 +10,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gatekit import sdist, series
+from gatekit import defects, sdist, series
+
+# The patches by the defect each fixes: from the registry, so that a renamed or added patch
+# changes the fork tests, not a copy of its name.
+P0001 = defects.DEFECTS["seed-leak"].patch
+P0002 = defects.DEFECTS["reverse-nan"].patch
+P0003 = defects.DEFECTS["memory-leak"].patch
+P0004 = defects.DEFECTS["stepsize-leak"].patch
+P0005 = defects.DEFECTS["weight-underflow"].patch
+P0006 = defects.DEFECTS["stalled-memory-divergence"].patch
 
 # Commits made here must not depend on the machine's git configuration.
 GIT_ENV = {

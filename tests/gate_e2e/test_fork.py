@@ -11,15 +11,8 @@ import pytest
 
 from gatekit import PATCHES_DIR, defects, series
 from tests.gate import forks
+from tests.gate.forks import P0001, P0002, P0003, P0004, P0005, P0006
 
-# The patches by the defect each fixes, and the series in order: from the registry and
-# patches/series, so that a renamed or added patch changes these tests, not a copy of its name.
-P0001 = defects.DEFECTS["seed-leak"].patch
-P0002 = defects.DEFECTS["reverse-nan"].patch
-P0003 = defects.DEFECTS["memory-leak"].patch
-P0004 = defects.DEFECTS["stepsize-leak"].patch
-P0005 = defects.DEFECTS["weight-underflow"].patch
-P0006 = defects.DEFECTS["stalled-memory-divergence"].patch
 # Every defect the series fixes is in optax 0.2.4 as published (the series is made for it).
 PATCHABLE = {d.name: d.patch for d in defects.DEFECTS.values() if d.patch is not None}
 
