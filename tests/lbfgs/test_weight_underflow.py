@@ -22,14 +22,26 @@ A_2D = np.array([[3.0, 1.0], [1.0, 2.0]])
 STATIC = dict(num_steps=100)
 
 
+def _small_problem(scale, dtype):
+    """The 2-D quadratic scaled to |b| ~ scale, started at 0: converged unrolls keep y^T s tiny."""
+    return A_2D.astype(dtype), (scale * np.array([1.0, -2.0])).astype(dtype), np.zeros(2, dtype)
+
+
+def _off_the_implicit_gradient(gradient):
+    """A^-1 1 (the implicit gradient of sum(x*) in b) and the relative error to it (inf if not finite)."""
+    implicit = np.linalg.solve(A_2D, np.ones(2))
+    if not np.all(np.isfinite(gradient)):
+        return implicit, np.inf
+    return implicit, np.max(np.abs(gradient - implicit)) / np.max(np.abs(implicit))
+
+
 @pytest.mark.defect("weight-underflow")
 @pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
 @pytest.mark.parametrize("scale", [1e-4, 1e-8])
 def test_reverse_gradient_of_small_problem_is_the_implicit_one(scale, dtype):
-    A, b, x0 = A_2D.astype(dtype), (scale * np.array([1.0, -2.0])).astype(dtype), np.zeros(2, dtype)
+    A, b, x0 = _small_problem(scale, dtype)
     gradient = np.asarray(solvers.compiled("scale_by_lbfgs_unroll", "grad", argnum=1, **STATIC)(A, b, x0))
-    implicit = np.linalg.solve(A_2D, np.ones(2))
-    error = np.max(np.abs(gradient - implicit)) / np.max(np.abs(implicit)) if np.all(np.isfinite(gradient)) else np.inf
+    implicit, error = _off_the_implicit_gradient(gradient)
     # test_reverse_nan's tolerance, 16 cond(A) eps; measured with 0005: 2.8e-7 and 1.6e-7.
     tolerance = 16 * np.linalg.cond(A_2D) * np.finfo(dtype).eps
     check(
@@ -58,12 +70,11 @@ def test_reverse_gradient_of_small_problem_through_a_loop_returning_its_state_is
     # 0.2.8 (jax 0.10.2), where the test above is finite without 0005; with the series, within
     # 2.5e-7 of A^-1 1 on both.
     scale = 1e-4
-    A, b, x0 = A_2D.astype(dtype), (scale * np.array([1.0, -2.0])).astype(dtype), np.zeros(2, dtype)
+    A, b, x0 = _small_problem(scale, dtype)
     gradient = np.asarray(
         solvers.compiled("scale_by_lbfgs_unroll_with_state", "vjp_with_state", argnum=1, **STATIC)(A, b, x0)
     )
-    implicit = np.linalg.solve(A_2D, np.ones(2))
-    error = np.max(np.abs(gradient - implicit)) / np.max(np.abs(implicit)) if np.all(np.isfinite(gradient)) else np.inf
+    implicit, error = _off_the_implicit_gradient(gradient)
     tolerance = 16 * np.linalg.cond(A_2D) * np.finfo(dtype).eps
     check(
         error <= tolerance,
