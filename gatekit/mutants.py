@@ -1,27 +1,31 @@
 """Every library hunk of the series is load-bearing: `python -m gatekit mutants --release R`.
 
-For the release with the whole series applied (as `pipeline.patched` builds it), each hunk
-of each applied patch that changes optax's library code (not the `*_test.py` modules the
-patches add) is reversed alone, with `git apply -R`, on a copy of the fully patched tree: a
-mutant. A hunk of a later patch may have rewritten a context line of an earlier one's (0005
-over 0002): such a hunk is reversed with less context, and the mutant is accepted only if it
-differs from the patched tree by exactly the hunk's own lines, reversed. A hunk that cannot be
-reversed alone is red.
+Each patch is judged where the series puts it: on the release with the series applied up to
+and including that patch (a *stage*; patches already upstream skipped). A later patch may make
+an earlier hunk redundant (0003 stops the gradient of the memory, and with it 0001's scale;
+0005 rewrites the weight 0002 made safe), so a hunk reversed on the whole series proves
+nothing about its own patch; on its stage it does.
 
-Each mutant is installed and verified file by file, and the suite's detectors (`-m defect`,
-which also selects the test modules the series adds to optax) run on it with the gate's
-record plugin and hypothesis profile. gatekit/verdict.py judges it expecting every defect the
-series fixes absent. The hunk is *caught* when that verdict is red and the defect of the hunk's
-patch reads present (reproduced by at least one detector, named in "by").
+For each stage, first the stage intact: the suite's detectors that read the stage's defect
+alone (marked with it, and with no defect the stage still has) and the test modules its patch
+adds to optax must pass, judged by gatekit/verdict.py with only that defect judged, expected
+absent. Then each hunk of the stage's patch that changes optax's library code (not the
+`*_test.py` modules the patches add) is reversed alone, with `git apply -R`, on a copy of the
+stage: a mutant, installed and verified file by file, and the same detectors run on it with the
+gate's record plugin and hypothesis profile. The hunk is *caught* when that verdict is red and
+the stage's defect reads present (reproduced by at least one detector, named in "by"). A hunk
+that cannot be reversed alone, or whose stage intact does not read its defect absent, is red.
 
-Reports: build/reports/mutants/<release>/verdict.json (and each mutant's pytest log and
-record under <release>/<mutant>/), and build/reports/mutants/verdict.json, rebuilt after each
-release from the releases' verdicts made with the same series and suite: green only when
-every release of the gate (the base and the newest) ran and every library hunk was caught.
+Reports: build/reports/mutants/<release>/verdict.json (and each stage's and mutant's pytest
+log and record under <release>/<stage or mutant>/), and build/reports/mutants/verdict.json,
+rebuilt after each release from the releases' verdicts made with the same series and suite:
+green only when every release of the gate (the base and the newest) ran and every library hunk
+was caught.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -164,6 +168,67 @@ def library_hunks(patched_tree: Path, series_file: Path) -> list[Hunk]:
     return found
 
 
+# --- stages: the series up to each patch ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The series applied up to and including one of its patches, on one release."""
+
+    patch: str  # the series' name of the last patch applied
+    source: str  # its file (the patch or its variant)
+    defect: str  # the defect it fixes
+    sources: tuple[str, ...]  # every file applied, in series order, ending with `source`
+    fixed: frozenset[str]  # the defects no longer in the tree: its patches' and those already upstream
+
+    @property
+    def label(self) -> str:
+        return self.patch.split("-", 1)[0]
+
+    @property
+    def slug(self) -> str:
+        return f"{self.label}-intact"
+
+    def expectation(self, nodes: dict[str, list[str]]) -> verdict.Expectation:
+        """Only this stage's defect is judged, expected absent, on exactly `nodes`."""
+        return verdict.Expectation(detectors_only=True, inventory=nodes, only=frozenset({self.defect}))
+
+
+def prefixes(statuses) -> list[Stage]:
+    """One stage per patch applied to the release, in series order."""
+    stages, sources, fixed = [], [], set()
+    for status in statuses:
+        fixed.add(defect_of(status.patch))  # a patch already upstream: its defect is not in the release
+        if status.state != "applies":
+            continue
+        sources.append(status.source)
+        stages.append(Stage(status.patch, status.source, defect_of(status.patch), tuple(sources), frozenset(fixed)))
+    return stages
+
+
+def stage_hunks(stage: Stage, series_file: Path) -> list[Hunk]:
+    """The library hunks of the stage's own patch."""
+    patch_file = Path(series_file).parent / stage.source
+    return [h for h in split_hunks(patch_file, stage.patch, stage.source) if is_library(h.file)]
+
+
+def detectors(stage: Stage, expected: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The suite's detectors that read the stage's defect alone: marked with it, and with no
+    defect the stage's tree still has (a test also marked with a later patch's defect would
+    reproduce through that one)."""
+    return {nodeid: names for nodeid, names in expected.items() if stage.defect in names and set(names) <= stage.fixed}
+
+
+def build_prefix(pristine: Path, stage: Stage, series_file: Path, destination: Path) -> Path:
+    """`destination`: the release as published with the stage's patches applied, in order."""
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(pristine, destination, ignore=shutil.ignore_patterns(tree.SEAL, "__pycache__"))
+    for source in stage.sources:
+        series.apply_patch(destination, Path(series_file).parent / source)
+    return destination
+
+
 # --- mutants ----------------------------------------------------------------------------
 
 
@@ -235,7 +300,7 @@ def reverse_hunk(tree_dir: Path, hunk: Hunk) -> Reversal:
 
 
 def build_mutant(patched_tree: Path, hunk: Hunk, destination: Path) -> Reversal:
-    """`destination`: a copy of the fully patched tree with `hunk` reversed (removed if it cannot be)."""
+    """`destination`: a copy of `patched_tree` with `hunk` reversed (removed if it cannot be)."""
     shutil.rmtree(destination, ignore_errors=True)
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(patched_tree, destination)
@@ -265,16 +330,13 @@ def reproduced_by(record: dict, defect: str) -> list[str]:
     return found
 
 
-def judge_mutant(hunk: Hunk, records: dict[str, dict], release: str) -> dict:
-    """The row of one mutant: caught when the verdict is red and the hunk's defect was reproduced."""
-    expectation = verdict.Expectation(detectors_only=True, inventory=inventory.expected())
-    judged = verdict.judge(f"{SESSION} {release} {hunk.label}", records, expectation)
-    defect = defect_of(hunk.patch)
-    by = [nodeid for record in records.values() for nodeid in reproduced_by(record, defect)]
+def judge_mutant(hunk: Hunk, stage: Stage, judged, records: dict[str, dict], release: str) -> dict:
+    """The row of one mutant: caught when its verdict is red and the stage's defect was reproduced."""
+    by = [nodeid for record in records.values() for nodeid in reproduced_by(record, stage.defect)]
     caught = (not judged.green) and bool(by)
     return {
         **_row(hunk, release),
-        "defect": defect,
+        "defect": stage.defect,
         "caught": caught,
         "by": by,
         "verdict": judged.verdict,
@@ -330,7 +392,8 @@ def format_table(rows: list[dict]) -> str:
         by = ", ".join(nodeid.split("/")[-1] for nodeid in row["by"][:3])
         if len(row["by"]) > 3:
             by += f" (+{len(row['by']) - 3})"
-        caught = "yes" if row["caught"] else ("NOT REVERSIBLE" if row.get("reversal") == "failed" else "NO")
+        missed = {"failed": "NOT REVERSIBLE", "not tried": "STAGE RED"}.get(row.get("reversal"), "NO")
+        caught = "yes" if row["caught"] else missed
         lines.append(
             [row["release"], row["patch"].split("-", 1)[0], row["file"].split("/")[-1], row["hunk"], caught, by or "-"]
         )
@@ -359,7 +422,7 @@ def _reasons(rows: list[dict]) -> list[str]:
     for row in rows:
         if row["caught"]:
             continue
-        if row.get("reversal") == "failed":
+        if row.get("reversal") in ("failed", "not tried"):
             reasons.append(f"{row['release']} {row['patch']} {row['hunk']}: {row['detail']}")
         else:
             reasons.append(
@@ -405,41 +468,18 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
     build = pipeline.patched(release, series_file, sdist_dir)
     folder = reports_root() / release
     folder.mkdir(parents=True, exist_ok=True)
-    hunks = library_hunks(build.tree, series_file)
     modules = pipeline.series_test_modules(build, series_file)
-    print(f"{len(hunks)} library hunks in the series as applied to optax {release}", flush=True)
-    rows = []
+    expected = inventory.expected()
+    stages = prefixes(build.statuses)
+    hunks = {stage.patch: stage_hunks(stage, series_file) for stage in stages}
+    print(f"{sum(map(len, hunks.values()))} library hunks in the series as applied to optax {release}", flush=True)
+    rows, documentation = [], []
     try:
-        for hunk in hunks:
-            mutant = work_dir() / "mutants" / f"optax-{release}-{hunk.slug}"
-            reversal = build_mutant(build.tree, hunk, mutant)
-            print(f"\n== {hunk.label} ({hunk.file} {hunk.header}): {reversal.detail}", flush=True)
-            if not reversal.ok:
-                rows.append(
-                    {**_row(hunk, release), "caught": False, "by": [], "reversal": "failed", "detail": reversal.detail}
-                )
-                continue
-            tree.install_and_verify(mutant)
-            label = f"{build.label}, {hunk.label} of {hunk.source} reversed ({hunk.file} {hunk.header})"
-            mutant_reports = folder / hunk.slug
-            records = runner.run_with_optax_tests(
-                [runner.SUITE, "-m", "defect"],
-                list(modules),
-                mutant,
-                reports=mutant_reports,
-                patch_state=label,
-                defect_modules={Path(m).name: d for m, d in modules.items()},
-                args=["--known-defects=", *runner.default_workers(pytest_args)],
-            )
-            row = {**judge_mutant(hunk, records, release), "reversal": reversal.detail}
-            # optax-side tests ran from a copy in the mutant's reports: named by their file in optax.
-            copies = os.path.relpath(mutant_reports / "optax-tests", PROJECT_ROOT) + "/"
-            originals = {Path(m).name: m for m in modules}
-            row["by"] = [_original_name(nodeid, copies, originals) for nodeid in row["by"]]
-            rows.append(row)
-            print(
-                f"{hunk.label}: {'caught' if row['caught'] else 'NOT caught'} ({len(row['by'])} detectors)", flush=True
-            )
+        for stage in stages:
+            context = _StageRun(release, stage, series_file, build, modules, expected, folder, pytest_args)
+            stage_rows, stage_documentation = context.judge(hunks[stage.patch])
+            rows += stage_rows
+            documentation += stage_documentation
     finally:
         # The environment goes back to the patched release, as the other sessions leave it.
         tree.install_and_verify(build.tree)
@@ -449,6 +489,7 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
     document = _document(
         rows,
         reasons,
+        documentation=documentation,
         release=release,
         optax=build.label,
         fingerprint=fingerprint(series_file),
@@ -467,6 +508,146 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
     else:
         print(f"GATE RED: {SESSION}: {reasons[0]}", flush=True)
     return 0 if not reasons else 1
+
+
+class _StageRun:
+    """One stage of one release: the stage intact, then each of its patch's hunks reversed."""
+
+    def __init__(self, release, stage, series_file, build, modules, expected, folder, pytest_args):
+        self.release, self.stage, self.folder, self.pytest_args = release, stage, folder, pytest_args
+        self.nodes = detectors(stage, expected)
+        self.own_modules = [m for m, defect in modules.items() if defect == stage.defect]
+        self.originals = {Path(m).name: m for m in modules}
+        scratch = work_dir() / "mutants" / f"optax-{release}-stage"
+        self.tree = build_prefix(build.pristine, stage, series_file, scratch)
+        self.up_to = f"optax {release} + the series up to {stage.label}"
+
+    def run(self, optax_tree: Path, slug: str, label: str):
+        """Installs `optax_tree`, runs the stage's detectors on it: (its verdict, its records)."""
+        tree.install_and_verify(optax_tree)
+        reports = self.folder / slug
+        records = runner.run_with_optax_tests(
+            sorted(self.nodes),
+            list(self.own_modules),
+            optax_tree,
+            reports=reports,
+            patch_state=label,
+            defect_modules={Path(m).name: self.stage.defect for m in self.own_modules},
+            args=["--known-defects=", *runner.default_workers(self.pytest_args)],
+        )
+        judged = verdict.judge(f"{SESSION} {label}", records, self.stage.expectation(self.nodes))
+        return judged, records
+
+    def reproducing(self, records: dict[str, dict], slug: str) -> list[str]:
+        """The detectors that reproduced the stage's defect; optax-side tests (run from a copy in
+        the reports) named by their file in optax."""
+        copies = os.path.relpath(self.folder / slug / "optax-tests", PROJECT_ROOT) + "/"
+        found = [nodeid for record in records.values() for nodeid in reproduced_by(record, self.stage.defect)]
+        return [_original_name(nodeid, copies, self.originals) for nodeid in found]
+
+    def judge(self, hunks: list[Hunk]) -> tuple[list[dict], list[dict]]:
+        """(the rows of the stage's code hunks, the hunks that change documentation only)."""
+        stage, release = self.stage, self.release
+        print(f"\n== {self.up_to}, intact: {stage.defect} must read absent", flush=True)
+        control, _ = self.run(self.tree, stage.slug, self.up_to)
+        print(f"{self.up_to}: {stage.defect} {control.defects[stage.defect].outcome} ({control.verdict})", flush=True)
+        problem = None if control.green else control.reasons[0]
+        if not self.nodes:
+            problem = f"no detector of the suite reads {stage.defect} alone up to {stage.label}"
+        rows, documentation, broken = [], [], []
+        for hunk in hunks:
+            if problem:
+                detail = f"the series up to {stage.label} does not read {stage.defect} absent: {problem}"
+                rows.append({**_row(hunk, release), "defect": stage.defect, "caught": False, "by": []})
+                rows[-1].update(reversal="not tried", detail=detail)
+                continue
+            mutant = work_dir() / "mutants" / f"optax-{release}-{hunk.slug}"
+            reversal = build_mutant(self.tree, hunk, mutant)
+            print(f"\n== {hunk.label} ({hunk.file} {hunk.header}) on {self.up_to}: {reversal.detail}", flush=True)
+            if not reversal.ok:
+                failed = {"caught": False, "by": [], "reversal": "failed", "detail": reversal.detail}
+                rows.append({**_row(hunk, release), **failed})
+                continue
+            if same_code(self.tree / hunk.file, mutant / hunk.file):
+                print(f"{hunk.label}: documentation only (the module's code, docstrings aside, is the same)")
+                documentation.append({**_row(hunk, release), "detail": "docstrings or comments only"})
+                continue
+            label = f"{self.up_to}, {hunk.label} of {hunk.source} reversed ({hunk.file} {hunk.header})"
+            judged, records = self.run(mutant, hunk.slug, label)
+            row = {**judge_mutant(hunk, stage, judged, records, release), "reversal": reversal.detail}
+            row["by"] = self.reproducing(records, hunk.slug)
+            error = breaks(records, stage.defect)
+            if not row["caught"] and error:
+                broken.append((hunk, row, error))
+            rows.append(row)
+            what = "caught" if row["caught"] else f"breaks the code alone ({error})" if error else "NOT caught"
+            print(f"{hunk.label}: {what} ({len(row['by'])} detectors)", flush=True)
+        if broken:
+            self.judge_together(broken)
+        return rows, documentation
+
+    def judge_together(self, broken) -> None:
+        """Hunks that each, reversed alone, break the code (the detectors raise another error than
+        the defect's symptom: a field, a name or a function the rest of the patch uses is gone)
+        are reversed together: the change they make as one must be caught."""
+        stage, hunks = self.stage, [hunk for hunk, _, _ in broken]
+        names = ", ".join(str(hunk.index) for hunk in hunks)
+        together = work_dir() / "mutants" / f"optax-{self.release}-{stage.label}-together"
+        shutil.rmtree(together, ignore_errors=True)
+        shutil.copytree(self.tree, together)
+        reversals = [reverse_hunk(together, hunk) for hunk in reversed(hunks)]
+        print(f"\n== {stage.label} hunks {names} reversed together on {self.up_to}", flush=True)
+        caught, by, detail = False, [], ""
+        if all(r.ok for r in reversals):
+            label = f"{self.up_to}, {stage.label} hunks {names} reversed together"
+            judged, records = self.run(together, f"{stage.label}-hunks-together", label)
+            by = self.reproducing(records, f"{stage.label}-hunks-together")
+            caught = (not judged.green) and bool(by)
+            detail = f"reversed together with {stage.label} hunks {names}: verdict {judged.verdict}"
+        else:
+            detail = next(r.detail for r in reversals if not r.ok)
+        print(f"{stage.label} hunks {names} together: {'caught' if caught else 'NOT caught'}", flush=True)
+        for _, row, error in broken:
+            row.update(caught=caught, by=by, together=[hunk.header for hunk in hunks])
+            row["detail"] = f"alone it breaks the code ({error}); {detail}"
+
+
+def same_code(before: Path, after: Path) -> bool:
+    """Whether two versions of a module differ in docstrings or comments only (same AST otherwise)."""
+
+    def code(path: Path) -> str:
+        module = ast.parse(Path(path).read_text())
+        for node in ast.walk(module):
+            body = getattr(node, "body", None)
+            if (
+                isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+        return ast.dump(module)
+
+    try:
+        return code(before) == code(after)
+    except SyntaxError:
+        return False
+
+
+def breaks(records: dict[str, dict], defect: str) -> str | None:
+    """The error a mutant's detectors raised instead of the defect's symptom, if none reproduced it."""
+    errors = []
+    for record in records.values():
+        for nodeid, test in record.get("tests", {}).items():
+            names = record.get("inventory", {}).get(nodeid, test.get("defects", []))
+            if defect not in names:
+                continue
+            if test.get("outcome") == "reproduced":
+                return None
+            if test.get("outcome") == "crashed" and test.get("exception"):
+                errors.append(test["exception"])
+    return errors[0] if errors else None
 
 
 def add_command(commands) -> None:

@@ -60,11 +60,18 @@ class Expectation:
     # The suite's committed inventory (node id -> defect markers) the run must have
     # collected, exactly; None where a session does not check it (the gate's own tests).
     inventory: dict[str, list[str]] | None = None
+    # The defects this run judges, when not all (the mutants session judges one patch's
+    # defect on a prefix of the series): the others are "not judged", whatever their tests do.
+    only: frozenset[str] | None = None
 
     def wants(self, names: list[str]) -> str:
         """What a detector marked with `names` must do: reproduced, passed or either."""
         if self.measure:
             return "either"
+        if self.only is not None:
+            names = [name for name in names if name in self.only]
+            if not names:
+                return "either"
         if any(name in self.present or registry.DEFECTS[name].patch is None for name in names):
             return "reproduced"
         if all(name in self.accepted for name in names):
@@ -72,6 +79,8 @@ class Expectation:
         return "passed"
 
     def of(self, name: str) -> str:
+        if self.only is not None and name not in self.only:
+            return "not judged"
         if registry.DEFECTS[name].patch is None:
             return "limit (present)"
         if self.measure:
@@ -287,6 +296,8 @@ def _unique(reasons: list[str]) -> list[str]:
 
 
 def _outcome(row: Row, expected: str) -> str:
+    if expected == "not judged":
+        return expected
     failing = row.crashed + row.skipped + row.not_run
     total = row.detectors + row.optax_tests
     reproduced = row.reproduced + row.optax_reproduced

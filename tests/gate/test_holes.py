@@ -305,3 +305,29 @@ def test_optax_tests_of_one_name_do_not_overwrite_each_other(tmp_path):
     targets = runner.copy_optax_tests(["optax/_src/same_test.py", "optax/contrib/same_test.py::Case"], tree, folder)
     assert len(set(targets)) == 2
     assert (folder / "optax/contrib/same_test.py").read_text() == "WHERE = 'optax/contrib'\n"
+
+
+# --- every hunk load-bearing: one defect judged on a stage of the series ---------------------------
+
+
+STAGE_TESTS = (
+    "@pytest.mark.defect('stepsize-leak')\n@pytest.mark.defect('memory-leak')\n"
+    "def test_both(request):\n"
+    "    if request.config.getoption('--symptoms'):\n        raise DefectObserved('stepsize seen')\n"
+    "\n@pytest.mark.defect('memory-leak')\ndef test_memory_alone():\n    raise DefectObserved('memory seen')\n"
+)
+
+
+def test_a_stage_judges_its_defect_alone_and_still_every_rule(judge):
+    only = verdict.Expectation(only=frozenset({"stepsize-leak"}))
+    # Intact: the stage's defect absent; another defect's symptoms are not judged, nor a missing limit.
+    intact = judge(STAGE_TESTS, only, symptoms=False, session="mutants")
+    assert intact.verdict == "green", intact.reasons
+    assert intact.defects["memory-leak"].outcome == "not judged" and intact.defects["stepsize-leak"].outcome == "absent"
+    # A mutant: the stage's defect reproduced is red, and named.
+    mutant = judge(STAGE_TESTS, only, symptoms=True, session="mutants")
+    assert mutant.verdict == "red" and mutant.defects["stepsize-leak"].outcome == "present"
+    assert any("stepsize-leak present: test_generated.py::test_both" in r for r in mutant.reasons)
+    # The stage's detector skipped is no detection, as everywhere.
+    skipped = judge(STAGE_TESTS.replace("def test_both", "@pytest.mark.skip\ndef test_both"), only, symptoms=False)
+    assert skipped.verdict == "red" and any("not a detection" in r for r in skipped.reasons)

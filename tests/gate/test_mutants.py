@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from gatekit import PATCHES_DIR, mutants, series, tree
+from gatekit import PATCHES_DIR, inventory, mutants, sdist, series, tree
 
 SERIES = PATCHES_DIR / "series"
 
@@ -109,6 +109,53 @@ def test_a_hunk_that_is_not_in_the_tree_is_not_reversed_and_leaves_no_mutant(sdi
     assert not (tmp_path / "mutant").exists()
 
 
+@pytest.mark.parametrize("release", ["0.2.4", "0.2.8"])
+def test_each_stage_is_the_series_up_to_its_patch_and_each_hunk_reverses_on_it_exactly(release, sdist_dir, tmp_path):
+    patched = _patched(release, sdist_dir)
+    statuses = tree.statuses(patched)
+    stages = mutants.prefixes(statuses)
+    applied = [s for s in statuses if s.state == "applies"]
+    assert [stage.patch for stage in stages] == [s.patch for s in applied]
+    assert all(stage.sources == tuple(s.source for s in applied[: i + 1]) for i, stage in enumerate(stages))
+    pristine = tmp_path / "pristine"
+    sdist.unpack(sdist.fetch(release, sdist_dir), pristine)
+    for stage in stages:
+        prefix = mutants.build_prefix(pristine, stage, SERIES, tmp_path / "stage")
+        hunks = mutants.stage_hunks(stage, SERIES)
+        assert hunks and {h.patch for h in hunks} == {stage.patch}
+        for hunk in hunks:
+            mutant = tmp_path / hunk.slug
+            reversal = mutants.build_mutant(prefix, hunk, mutant)
+            # On its own stage no later patch has touched its lines: full context, git apply -R.
+            assert reversal.ok and reversal.detail == "git apply -R", f"{hunk.label}: {reversal.detail}"
+            removed, added = mutants.changed_lines(prefix / hunk.file, mutant / hunk.file)
+            assert (removed, added) == (hunk.added, hunk.removed), hunk.label
+            shutil.rmtree(mutant)
+    # The last stage is the whole series: the patched tree, file for file.
+    last = mutants.build_prefix(pristine, stages[-1], SERIES, tmp_path / "stage")
+    assert all(
+        (last / p.relative_to(patched)).read_bytes() == p.read_bytes() for p in (patched / "optax").rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize("release", ["0.2.4", "0.2.8"])
+def test_each_stage_has_detectors_that_read_its_defect_alone(release, sdist_dir):
+    expected = inventory.expected()
+    stages = mutants.prefixes(tree.statuses(_patched(release, sdist_dir)))
+    fixed = set()
+    for stage in stages:
+        nodes = mutants.detectors(stage, expected)
+        assert nodes, f"{stage.label}: no detector reads {stage.defect} alone"
+        assert all(stage.defect in names and set(names) <= stage.fixed for names in nodes.values())
+        fixed |= stage.fixed
+    # A test marked with two defects waits for the stage that fixes both (0004: memory and stepsize).
+    both = {k for k, v in expected.items() if set(v) == {"memory-leak", "stepsize-leak"}}
+    by_defect = {stage.defect: mutants.detectors(stage, expected) for stage in stages}
+    assert both and not both & set(by_defect["memory-leak"]) and both <= set(by_defect["stepsize-leak"])
+    # 0001 is upstream in 0.2.8: its defect counts as fixed from the first stage on.
+    assert ("seed-leak" in stages[0].fixed) and (stages[0].defect == "seed-leak") == (release == "0.2.4")
+
+
 def _row(release, caught, patch="0001-x.patch"):
     hunk = {"patch": patch, "file": "optax/_src/transform.py", "hunk": "@@ -1 +1 @@", "release": release}
     return {**hunk, "caught": caught, "by": ["tests/lbfgs/test_x.py::test_y"] if caught else []}
@@ -150,3 +197,30 @@ def test_reports_are_cleared_before_the_release_is_checked(gate):
     result = gate("mutants", "--release", "9.9.9")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "9.9.9" in result.stderr
     assert not (planted / "verdict.json").exists()
+
+
+def test_a_hunk_of_docstrings_only_is_told_from_a_hunk_of_code(sdist_dir, tmp_path):
+    patched = _patched("0.2.4", sdist_dir)
+    stage = mutants.prefixes(tree.statuses(patched))[-1]  # 0006: the whole series
+    kinds = {}
+    for hunk in mutants.stage_hunks(stage, SERIES):
+        mutant = tmp_path / hunk.slug
+        assert mutants.build_mutant(patched, hunk, mutant).ok
+        kinds[hunk.index] = mutants.same_code(patched / hunk.file, mutant / hunk.file)
+    # 0006's first hunk documents the state's new fields; every other one changes code.
+    first = min(kinds)
+    assert kinds == {index: index == first for index in kinds} and len(kinds) == 8
+
+
+def test_a_mutant_whose_detectors_raise_another_error_breaks_the_code():
+    record = {
+        "inventory": {"a": ["memory-leak"], "b": ["memory-leak"], "c": ["seed-leak"]},
+        "tests": {
+            "a": {"outcome": "crashed", "exception": "NameError"},
+            "b": {"outcome": "passed"},
+            "c": {"outcome": "reproduced"},
+        },
+    }
+    assert mutants.breaks({"suite": record}, "memory-leak") == "NameError"
+    record["tests"]["b"] = {"outcome": "reproduced"}
+    assert mutants.breaks({"suite": record}, "memory-leak") is None  # the symptom: caught, not broken
