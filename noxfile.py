@@ -1,4 +1,4 @@
-"""Sessions of the L-BFGS derivative gate. `nox -l` lists them; the real work is in gatekit/."""
+"""Sessions of the L-BFGS derivative gate. `nox -l` lists them; the real work is in the lbfgs_gate package."""
 
 import sys
 from pathlib import Path
@@ -7,10 +7,10 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gatekit import base_release, newest_release  # noqa: E402
+from lbfgs_gate import base_release, newest_release  # noqa: E402
 
 # A release is in the matrix when it has an sdist hash and constraints/optax-<release>.txt.
-from gatekit.matrix import releases as matrix_releases  # noqa: E402
+from lbfgs_gate.matrix import releases as matrix_releases  # noqa: E402
 
 PYTHON = "3.11"  # the pins are for CPython 3.11
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -20,7 +20,7 @@ nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "upstream_lint", "gate_selftest", "unpatched", "patched", "upstream"]
 
 # constraints/base.txt and newest.txt link to the pins of the base and the newest release:
-# the one place that names them (gatekit reads the same files).
+# the one place that names them (lbfgs_gate reads the same files).
 BASE = "constraints/base.txt"
 NEWEST = "constraints/newest.txt"
 # The base and the newest release: the gate's own tests build simulated trees from their
@@ -28,33 +28,35 @@ NEWEST = "constraints/newest.txt"
 RELEASES = (base_release(), newest_release())
 
 
-def _gatekit(session, *args):
-    session.run("python", "-m", "gatekit", *args)
+def _lbfgs_gate(session, *args):
+    session.run("python", "-m", "lbfgs_gate", *args)
 
 
 def _install_suite(session, constraints):
-    session.install("-r", "requirements/test.txt", "optax", "-c", constraints)
+    # The project itself (the lbfgs-gate package, editable: its reports stay in build/), the
+    # suite's requirements and optax, pinned.
+    session.install("-e", ".", "-r", "requirements/test.txt", "optax", "-c", constraints)
 
 
 @nox.session(python=PYTHON)
 def unpatched(session):
     """The base release as published: every defect the series fixes must be reproduced."""
     _install_suite(session, BASE)
-    _gatekit(session, "session", "unpatched", "--", *session.posargs)
+    _lbfgs_gate(session, "session", "unpatched", "--", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def patched(session):
     """The base release with patches/series applied and verified: no defect left, nothing else changed."""
     _install_suite(session, BASE)
-    _gatekit(session, "session", "patched", "--", *session.posargs)
+    _lbfgs_gate(session, "session", "patched", "--", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def upstream(session):
     """The newest release with the series (patches already upstream skipped): no defect left."""
     _install_suite(session, NEWEST)
-    _gatekit(session, "session", "upstream", "--", *session.posargs)
+    _lbfgs_gate(session, "session", "upstream", "--", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -63,7 +65,7 @@ def gate_selftest(session):
     session.install("pytest", "pytest-xdist", "pytest-timeout", "pip", "hypothesis", "-c", BASE)
     # The tests themselves stay offline: the sdists they build trees from are fetched here
     # (every release of the matrix: a fork's base release is found among them).
-    _gatekit(session, "fetch")
+    _lbfgs_gate(session, "fetch")
     session.run("pytest", "tests/gate", *session.posargs)
 
 
@@ -73,7 +75,7 @@ def lint(session):
     session.install("ruff", "zizmor", "-c", "constraints/tools.txt")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("python", "-m", "gatekit", "inventory", "--check")
+    session.run("python", "-m", "lbfgs_gate", "inventory", "--check")
     session.run("zizmor", "--offline", "--persona=auditor", "--min-severity=informational", ".github/workflows/")
 
 
@@ -83,41 +85,41 @@ def upstream_lint(session):
     session.install(
         "ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid", "pip", "-c", "constraints/tools.txt"
     )
-    session.run("python", "-m", "gatekit.upstream_lint", *(f"--release={release}" for release in RELEASES))
+    session.run("python", "-m", "lbfgs_gate.upstream_lint", *(f"--release={release}" for release in RELEASES))
 
 
 @nox.session(python=PYTHON)
 @nox.parametrize("release", RELEASES)
 def optax_suite(session, release):
     """optax's whole test suite, as published and with the series, compared test by test (slow: ~11 min)."""
-    session.install("-r", "requirements/test.txt", "optax", "-c", f"constraints/optax_suite-{release}.txt")
-    session.run("python", "-m", "gatekit.optax_suite", "--release", release, *session.posargs)
+    session.install("-e", ".", "-r", "requirements/test.txt", "optax", "-c", f"constraints/optax_suite-{release}.txt")
+    session.run("python", "-m", "lbfgs_gate.optax_suite", "--release", release, *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("release", RELEASES)
 def mutants(session, release):
     """Each library hunk of the series reversed alone must be caught by its patch's detectors (slow)."""
-    from gatekit.mutants import clear_reports
+    from lbfgs_gate.mutants import clear_reports
 
     # First, before the install and any argument check: no earlier verdict survives this run.
     clear_reports(release)
     _install_suite(session, f"constraints/optax-{release}.txt")
-    _gatekit(session, "mutants", "--release", release, "--", *session.posargs)
+    _lbfgs_gate(session, "mutants", "--release", release, "--", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def inventory(session):
-    """Collect the suite and write tests/lbfgs/inventory.json, the node ids every gate run must collect."""
+    """Collect the suite and write lbfgs_gate/suite/inventory.json, the node ids every gate run must collect."""
     _install_suite(session, BASE)
-    _gatekit(session, "inventory")
+    _lbfgs_gate(session, "inventory")
 
 
 @nox.session(python=PYTHON)
 def record_reference(session):
-    """Record primal L-BFGS results of the base release as published into tests/lbfgs/data/ (plain pytest runs)."""
+    """Record primal L-BFGS results of the base release as published into lbfgs_gate/suite/data/ (plain pytest runs)."""
     _install_suite(session, BASE)
-    session.run("python", "-m", "tests.lbfgs.primal")
+    session.run("python", "-m", "lbfgs_gate.suite.primal")
 
 
 @nox.session(python=PYTHON)
@@ -128,20 +130,20 @@ def fork(session):
             "Usage: nox -s fork -- SOURCE [--ref REF] [--apply] [--accept DEFECT=REASON] [--table-only] "
             "[--output DIR] [-- PYTEST]"
         )
-    from gatekit.fork.environment import find_uv
+    from lbfgs_gate.fork.environment import find_uv
 
-    # gatekit builds the fork its own environment, pinned for the fork's optax version,
-    # with the uv that nox itself uses; this session's environment only runs gatekit.
-    session.run("python", "-m", "gatekit", "fork", *session.posargs, env={"UV": find_uv()})
+    # lbfgs_gate builds the fork its own environment, pinned for the fork's optax version,
+    # with the uv that nox itself uses; this session's environment only runs lbfgs_gate.
+    session.run("python", "-m", "lbfgs_gate", "fork", *session.posargs, env={"UV": find_uv()})
 
 
 @nox.session(python=PYTHON)
 def fork_e2e(session):
     """The fork gate end to end on simulated forks: a jax environment and the whole suite per fork (slow)."""
-    from gatekit.fork.environment import find_uv
+    from lbfgs_gate.fork.environment import find_uv
 
     session.install("pytest", "pip", "-c", BASE)
-    _gatekit(session, "fetch")
+    _lbfgs_gate(session, "fetch")
     session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})
 
 
@@ -152,4 +154,4 @@ def matrix(session, release):
     if session.posargs not in ([], ["--patched"]):
         session.error("Usage: nox -s matrix [-- --patched]")
     _install_suite(session, f"constraints/optax-{release}.txt")
-    _gatekit(session, "matrix", "--release", release, *session.posargs)
+    _lbfgs_gate(session, "matrix", "--release", release, *session.posargs)

@@ -1,6 +1,6 @@
 """Measures how accurate float32 forward derivatives of 50-step L-BFGS unrolls are.
 
-The problem: L2-regularised logistic regression (tests/lbfgs/trees.py, 7 features and a
+The problem: L2-regularised logistic regression (lbfgs_gate/suite/trees.py, 7 features and a
 bias, 32 rows), columns of the design matrix scaled by 10**U(-s, s). The derivative:
 d x / d l2 along the regularisation strength (a hyper-parameter a user tunes), by
 `jax.jvp` through 50 steps of `chain(scale_by_lbfgs(), scale(-0.5))` in float32. The
@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.lbfgs import trees  # noqa: E402
+from lbfgs_gate.suite import trees  # noqa: E402
 
 SCALE_DECADES = (0.0, 0.5, 1.0, 1.5, 2.0)
 L2 = (1e-3, 1e-2, 1e-1, 1.0)

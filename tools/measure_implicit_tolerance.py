@@ -1,6 +1,6 @@
 """Measures how far forward derivatives of converged L-BFGS solves are from the implicit answer.
 
-The implicit-function properties of tests/lbfgs/test_properties.py assert
+The implicit-function properties of lbfgs_gate/suite/test_properties.py assert
 |H J - I| <= IMPLICIT_TOLERANCE, with J = d x*/d b from jax.jacfwd through the
 solve and H the Hessian at the solution. This script draws the same problems
 (float64, dense strategy, starts away from the optimum, each objective in its
@@ -32,9 +32,9 @@ from hypothesis import HealthCheck, Phase, given, seed, settings, target
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 jax.config.update("jax_enable_x64", True)
 
-from tests.lbfgs import solvers  # noqa: E402
-from tests.lbfgs import strategies as problems  # noqa: E402
-from tests.lbfgs.claims import DOMAIN, HESSIANS, IMPLICIT_SOLVE, LOG_SUM_EXP_DOMAIN  # noqa: E402
+from lbfgs_gate.suite import solvers  # noqa: E402
+from lbfgs_gate.suite import strategies as problems  # noqa: E402
+from lbfgs_gate.suite.claims import DOMAIN, HESSIANS, IMPLICIT_SOLVE, LOG_SUM_EXP_DOMAIN  # noqa: E402
 
 
 def measure(

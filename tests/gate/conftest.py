@@ -1,7 +1,7 @@
 """Fixtures for the tests of the gate's own machinery (no jax, no network).
 
 The optax sdists come from $LBFGS_GATE_SDIST_DIR, which the gate_selftest session
-fills before running these tests (`python -m gatekit fetch ...`).
+fills before running these tests (`python -m lbfgs_gate fetch ...`).
 """
 
 import os
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from gatekit import PROJECT_ROOT, sdist, work_dir
+from lbfgs_gate import PROJECT_ROOT, sdist, work_dir
 
 
 @pytest.fixture(scope="session")
 def sdist_dir() -> Path:
-    """$LBFGS_GATE_SDIST_DIR, or build/sdists where `python -m gatekit fetch` puts them."""
+    """$LBFGS_GATE_SDIST_DIR, or build/sdists where `python -m lbfgs_gate fetch` puts them."""
     folder = Path(os.environ.get(sdist.SDIST_DIR_VARIABLE) or work_dir() / "sdists")
     assert (folder / "optax-0.2.4.tar.gz").is_file(), (
-        f"no optax sdists in {folder}: run `python -m gatekit fetch 0.2.4 0.2.8` first (`nox -s gate_selftest` does)"
+        f"no optax sdists in {folder}: run `python -m lbfgs_gate fetch 0.2.4 0.2.8` first (`nox -s gate_selftest` does)"
     )
     return folder
 
@@ -39,7 +39,7 @@ def pristine_tree(sdist_dir, tmp_path) -> Path:
 
 @pytest.fixture()
 def gate(tmp_path, sdist_dir):
-    """Runs `python -m gatekit ...` with a private work folder; returns the completed process."""
+    """Runs `python -m lbfgs_gate ...` with a private work folder; returns the completed process."""
     work = tmp_path / "work"
 
     def run(*args, env=None):
@@ -48,7 +48,7 @@ def gate(tmp_path, sdist_dir):
         environment = {**inherited, "LBFGS_GATE_WORK_DIR": str(work), sdist.SDIST_DIR_VARIABLE: str(sdist_dir)}
         environment.update(env or {})
         return subprocess.run(
-            [sys.executable, "-m", "gatekit", *args],
+            [sys.executable, "-m", "lbfgs_gate", *args],
             cwd=PROJECT_ROOT,
             env=environment,
             capture_output=True,

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gatekit import defects, sdist, series
+from lbfgs_gate import defects, sdist, series
 
 # The patches by the defect each fixes: from the registry, so that a renamed or added patch
 # changes the fork tests, not a copy of its name.
@@ -106,13 +106,13 @@ SILENCES_THE_SUITE = """
 
 def _silence_the_gate():
   import sys
-  report = sys.modules.get("tests.lbfgs.report")
+  report = sys.modules.get("lbfgs_gate.suite.report")
   if report is None:
     try:
-      import tests.lbfgs.report as report
+      import lbfgs_gate.suite.report as report
     except ImportError:
       return
-  # Rewrites the function itself: every `from tests.lbfgs.report import check` is fooled.
+  # Rewrites the function itself: every `from lbfgs_gate.suite.report import check` is fooled.
   report.check.__code__ = (lambda holds, message: None).__code__
 
 

@@ -39,7 +39,7 @@ def test_empty_series(gate, tmp_path):
 
 
 def test_patch_that_does_not_apply_leaves_no_tree(gate, tmp_path):
-    from gatekit import series as gate_series
+    from lbfgs_gate import series as gate_series
 
     original = gate_series.read_series()[0]
     broken = tmp_path / original.name
@@ -113,7 +113,7 @@ def _stand_in(tree_dir, site):
 
 
 def test_installed_optax_that_is_not_the_patched_tree_is_named(sdist_dir, pristine_tree, tmp_path, monkeypatch):
-    from gatekit import PATCHES_DIR, tree
+    from lbfgs_gate import PATCHES_DIR, tree
 
     patched = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
     monkeypatch.setenv("PYTHONPATH", str(_stand_in(pristine_tree, tmp_path / "site")))
@@ -121,7 +121,7 @@ def test_installed_optax_that_is_not_the_patched_tree_is_named(sdist_dir, pristi
 
 
 def test_installed_patched_tree_is_verified(sdist_dir, tmp_path, monkeypatch):
-    from gatekit import PATCHES_DIR, tree
+    from lbfgs_gate import PATCHES_DIR, tree
 
     patched = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
     monkeypatch.setenv("PYTHONPATH", str(_stand_in(patched, tmp_path / "site")))
@@ -134,11 +134,11 @@ def test_installed_patched_tree_is_verified(sdist_dir, tmp_path, monkeypatch):
     "arguments",
     [
         ["-k", "primal"],
-        ["tests/lbfgs/test_seed_leak.py"],
+        ["lbfgs_gate/suite/test_seed_leak.py"],
         ["-x"],
-        ["--deselect", "tests/lbfgs/test_seed_leak.py"],
+        ["--deselect", "lbfgs_gate/suite/test_seed_leak.py"],
         ["-m", "not defect"],
-        ["-p", "no:gatekit.record"],
+        ["-p", "no:lbfgs_gate.record"],
     ],
 )
 def test_gate_session_refuses_arguments_that_select_tests(gate, arguments):

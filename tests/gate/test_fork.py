@@ -15,12 +15,12 @@ import sys
 
 import pytest
 
-from gatekit import PATCHES_DIR, PROJECT_ROOT, defects, sdist, series
-from gatekit import verdict as verdicts
-from gatekit.fork import _unseen_defects, base, environment
-from gatekit.fork.advice import find_defects, patch_statuses
-from gatekit.fork.report import Report, markdown
-from gatekit.fork.source import Checkout
+from lbfgs_gate import PATCHES_DIR, PROJECT_ROOT, defects, sdist, series
+from lbfgs_gate import verdict as verdicts
+from lbfgs_gate.fork import _unseen_defects, base, environment
+from lbfgs_gate.fork.advice import find_defects, patch_statuses
+from lbfgs_gate.fork.report import Report, markdown
+from lbfgs_gate.fork.source import Checkout
 from tests.gate import forks
 from tests.gate.forks import P0001, P0002, P0003, P0004, P0005, P0006
 
@@ -46,7 +46,7 @@ def simulated(tmp_path_factory, sdist_dir):
 
 @pytest.fixture()
 def fork_gate(gate, tmp_path):
-    """`python -m gatekit fork ...` with private output and temporary folders.
+    """`python -m lbfgs_gate fork ...` with private output and temporary folders.
 
     Returns (process, verdict.json as a dict or None); `fork_gate.output` and
     `fork_gate.tmp` are the folders, for checking that nothing is left behind.
@@ -235,7 +235,7 @@ def _bad_input_leaves_nothing(fork_gate, args, fragment):
 
 SYNTHETIC_SUITE = """
 import pytest
-from gatekit.defects import DefectObserved
+from lbfgs_gate.defects import DefectObserved
 
 @pytest.mark.defect("seed-leak")
 def test_leaks_through_the_seed():
@@ -272,7 +272,7 @@ def _record(tmp_path, suite_text):
             "-m",
             "pytest",
             "-p",
-            "gatekit.record",
+            "lbfgs_gate.record",
             f"--gate-record={record}",
             "-p",
             "no:cacheprovider",
@@ -297,7 +297,7 @@ def _table(tree, version="0.2.4"):
 def _with_other_detectors(suite):
     """A passing detector for each defect `suite` has none for, a reproducing one for each limit:
     the verdict wants every registered defect to have run."""
-    lines = [suite, "\nfrom gatekit.defects import DefectObserved\n"]
+    lines = [suite, "\nfrom lbfgs_gate.defects import DefectObserved\n"]
     for name, defect in defects.DEFECTS.items():
         if f"defect('{name}')" in suite or f'defect("{name}")' in suite:
             continue
@@ -375,7 +375,7 @@ def test_fork_carrying_the_series_with_defects_absent_stays_green(simulated, tmp
 
 def test_accepted_defect_is_green_and_said_first(simulated, tmp_path):
     suite = (
-        "import pytest\nfrom gatekit.defects import DefectObserved\n\n@pytest.mark.defect('seed-leak')\n"
+        "import pytest\nfrom lbfgs_gate.defects import DefectObserved\n\n@pytest.mark.defect('seed-leak')\n"
         "def test_leak():\n    raise DefectObserved('NaN')\n"
     )
     judged, (finding,) = _findings(tmp_path, simulated["pristine"], suite, {"seed-leak": "the fork pins 0.2.4"})
@@ -462,7 +462,7 @@ def test_reusable_workflow_calls_nothing_but_the_fork_session():
     # Any line that could run part of the gate, in a `run:` line or a block, is the fork session.
     labels = ("#", "name:", "- name:", "description:")
     code = [line.strip() for line in workflow.splitlines() if not line.strip().startswith(labels)]
-    gate_lines = [line for line in code if any(word in line for word in ("nox", "gatekit", "pytest", "tox"))]
+    gate_lines = [line for line in code if any(word in line for word in ("nox", "lbfgs_gate", "pytest", "tox"))]
     assert gate_lines, "the workflow runs no gate at all"
     assert all(line.startswith("run: nox -s fork -- ") for line in gate_lines), gate_lines
 

@@ -1,14 +1,14 @@
 """Each way the verdict was once fooled, tried again: every one must turn it red (or be refused).
 
 Generated suites run by pytest itself (pytester), as in test_verdict.py; the runner's
-own bounds and environment are tried through gatekit.runner.
+own bounds and environment are tried through lbfgs_gate.runner.
 """
 
 import json
 
 import pytest
 
-from gatekit import GateError, runner, verdict
+from lbfgs_gate import GateError, runner, verdict
 from tests.gate import test_verdict
 from tests.gate.test_verdict import CONFTEST, PATCHED, SEED_DETECTOR, UNPATCHED
 
@@ -64,7 +64,7 @@ def test_record_without_exit_status_is_red():
 
 
 def test_passed_needs_every_phase_reported():
-    from gatekit.record import finish
+    from lbfgs_gate.record import finish
 
     record = finish(
         {"inventory": {"t::a": []}, "tests": {"t::a": {"defects": [], "phases": {"setup": "passed", "call": "passed"}}}}
@@ -151,7 +151,7 @@ def test_marker_changed_is_red(judge, pytester):
 )
 def test_environment_that_changes_the_run_is_refused(name):
     with pytest.raises(GateError, match=f"{name} is set: .*unset it"):
-        runner.check_environment("patched", {"PATH": "/bin", name: "--ignore=tests/lbfgs/test_primal_identity.py"})
+        runner.check_environment("patched", {"PATH": "/bin", name: "--ignore=lbfgs_gate/suite/test_primal_identity.py"})
 
 
 def test_environment_is_an_allowlist(monkeypatch):
@@ -165,7 +165,7 @@ def test_session_refuses_pytest_addopts_and_clears_its_reports(gate):
     planted = gate.work / "reports" / "patched" / "verdict.json"
     planted.parent.mkdir(parents=True)
     planted.write_text('{"verdict": "green"}')
-    result = gate("session", "patched", env={"PYTEST_ADDOPTS": "--ignore=tests/lbfgs/test_primal_identity.py"})
+    result = gate("session", "patched", env={"PYTEST_ADDOPTS": "--ignore=lbfgs_gate/suite/test_primal_identity.py"})
     assert result.returncode == 2 and "PYTEST_ADDOPTS is set" in result.stderr
     assert not planted.exists()
 
@@ -239,7 +239,7 @@ def test_bad_input_leaves_no_verdict_behind(gate, tmp_path, args):
 
 
 def test_patch_that_no_longer_applies_leaves_no_verdict_behind(gate, tmp_path):
-    from gatekit import series
+    from lbfgs_gate import series
 
     original = series.read_series()[0]
     broken = tmp_path / original.name
@@ -256,7 +256,7 @@ def test_patch_that_no_longer_applies_leaves_no_verdict_behind(gate, tmp_path):
 
 
 def test_tampered_pristine_tree_is_unpacked_again(sdist_dir):
-    from gatekit import pipeline
+    from lbfgs_gate import pipeline
 
     first = pipeline.pristine_tree("0.2.4", sdist_dir)
     transform = first / "optax" / "_src" / "transform.py"
@@ -267,7 +267,7 @@ def test_tampered_pristine_tree_is_unpacked_again(sdist_dir):
 
 
 def test_tampered_patched_tree_is_built_again(sdist_dir):
-    from gatekit import PATCHES_DIR, tree
+    from lbfgs_gate import PATCHES_DIR, tree
 
     built = tree.prepare("0.2.4", PATCHES_DIR / "series", sdist_dir, report=lambda _: None)
     transform = built / "optax" / "_src" / "transform.py"
@@ -288,7 +288,7 @@ def test_matrix_refuses_selecting_arguments_and_clears_its_result(gate):
 
 
 def test_matrix_with_the_series_is_red_where_it_does_not_apply(monkeypatch, tmp_path):
-    from gatekit import matrix
+    from lbfgs_gate import matrix
 
     monkeypatch.setattr(matrix, "matrix_dir", lambda: tmp_path)
     (tmp_path / "patched").mkdir()

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from gatekit import PATCHES_DIR, inventory, mutants, sdist, series, tree
+from lbfgs_gate import PATCHES_DIR, inventory, mutants, sdist, series, tree
 
 SERIES = PATCHES_DIR / "series"
 
@@ -158,7 +158,7 @@ def test_each_stage_has_detectors_that_read_its_defect_alone(release, sdist_dir)
 
 def _row(release, caught, patch="0001-x.patch"):
     hunk = {"patch": patch, "file": "optax/_src/transform.py", "hunk": "@@ -1 +1 @@", "release": release}
-    return {**hunk, "caught": caught, "by": ["tests/lbfgs/test_x.py::test_y"] if caught else []}
+    return {**hunk, "caught": caught, "by": ["lbfgs_gate/suite/test_x.py::test_y"] if caught else []}
 
 
 def _write_release(release, rows, fingerprint):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from gatekit import PATCHES_DIR, series, tree
+from lbfgs_gate import PATCHES_DIR, series, tree
 from tests.gate.conftest import git, make_repository
 
 PATCHES = series.read_series()

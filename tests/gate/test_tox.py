@@ -4,8 +4,8 @@ import ast
 import configparser
 import re
 
-from gatekit import PROJECT_ROOT, base_release, newest_release
-from gatekit.matrix import releases as matrix_releases
+from lbfgs_gate import PROJECT_ROOT, base_release, newest_release
+from lbfgs_gate.matrix import releases as matrix_releases
 
 
 def _nox():

@@ -4,7 +4,7 @@ import tomllib
 
 import pytest
 
-from gatekit import upstream_lint
+from lbfgs_gate import upstream_lint
 
 HEADER = """# Copyright 2025 DeepMind Technologies Limited. All Rights Reserved.
 #

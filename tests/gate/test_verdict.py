@@ -1,19 +1,19 @@
-"""The verdict's rules (gatekit/verdict.py), on small generated suites run by pytest itself.
+"""The verdict's rules (lbfgs_gate/verdict.py), on small generated suites run by pytest itself.
 
 Each test writes a suite with pytester, runs it with the record plugin as the gate runs
-the real one (`-p gatekit.record`), and judges the record as the unpatched, patched,
+the real one (`-p lbfgs_gate.record`), and judges the record as the unpatched, patched,
 fork or matrix session would. No jax: the defects' names are real, the tests are not.
 """
 
 import pytest
 
-from gatekit import PROJECT_ROOT, defects, verdict
+from lbfgs_gate import PROJECT_ROOT, defects, verdict
 
 pytest_plugins = ["pytester"]
 
 PATCHABLE = sorted(name for name, d in defects.DEFECTS.items() if d.patch)
 LIMITS = sorted(name for name, d in defects.DEFECTS.items() if d.patch is None)
-HEADER = "import pytest\nfrom gatekit.defects import DefectObserved\n\n"
+HEADER = "import pytest\nfrom lbfgs_gate.defects import DefectObserved\n\n"
 
 UNPATCHED = verdict.Expectation(present=frozenset(PATCHABLE))
 PATCHED = verdict.Expectation()
@@ -65,7 +65,7 @@ def judge(pytester, monkeypatch):
         pytester.makepyfile(test_generated=_suite(tests))
         record = pytester.path / "record.json"
         present = expectation.present or expectation.measure if symptoms is None else symptoms
-        options = ["-p", "gatekit.record", f"--gate-record={record}", "-p", "no:cacheprovider", *args]
+        options = ["-p", "lbfgs_gate.record", f"--gate-record={record}", "-p", "no:cacheprovider", *args]
         # A test that kills its process, or pytest-xdist's workers, need a pytest of their own.
         run_pytest = pytester.runpytest_subprocess if in_subprocess else pytester.runpytest
         ran = run_pytest(*options, *(["--symptoms"] if present else []))

@@ -1,6 +1,6 @@
-"""The fork gate end to end: `python -m gatekit fork` on simulated forks, whole suite each time.
+"""The fork gate end to end: `python -m lbfgs_gate fork` on simulated forks, whole suite each time.
 
-Each run builds a jax environment and runs tests/lbfgs (minutes each), so these run
+Each run builds a jax environment and runs lbfgs_gate/suite (minutes each), so these run
 in their own session, `nox -s fork_e2e`, not in gate_selftest. The simulated forks are
 built offline from the sdists, as in tests/gate/test_fork.py.
 """
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from gatekit import PATCHES_DIR, defects, series
+from lbfgs_gate import PATCHES_DIR, defects, series
 from tests.gate import forks
 from tests.gate.forks import P0001, P0002, P0003, P0004, P0005, P0006
 

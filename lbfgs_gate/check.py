@@ -1,0 +1,239 @@
+"""`lbfgs-gate check`: is the optax importable here safe to differentiate through L-BFGS?
+
+It judges the optax and jax of the environment it runs in, as they are, expecting every
+defect the series fixes absent: the same runner (environment allowlist, plugins by name,
+time bounds), record and verdict (lbfgs_gate/verdict.py) as the gate's sessions. The quick
+default runs one cheap detector per defect (QUICK, none a hypothesis property); `--thorough`
+runs every detector of the suite with the gate's full property search. For each defect found
+present it names the patch that fixes it, where it stands upstream, the command that applies
+it to a checkout of the release found, and what to do meanwhile.
+
+Exit status: 0 green (no defect), 1 red (a defect present, or a run that did not complete),
+2 bad input (optax or jax missing or too old, a refused option or environment variable).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from lbfgs_gate import PATCHES_DIR, GateError, defects, inventory, runner, series, verdict, work_dir
+
+SESSION = "check"
+# The oldest optax whose L-BFGS the suite knows (the matrix's first release).
+OLDEST_OPTAX = "0.2.3"
+OLDEST_JAX = "0.4.30"
+
+# One detector per defect the series fixes, for the quick default: each is a plain test
+# (no hypothesis search), reproduces its defect on every release that has it and passes on
+# every release with the series (tests/gate/test_check.py checks the list against the suite).
+QUICK = {
+    "seed-leak": "lbfgs_gate/suite/test_seed_leak.py::"
+    "test_issue_1189_forward_derivative_through_while_loop_solve_is_finite[float64]",
+    "reverse-nan": "lbfgs_gate/suite/test_reverse_nan.py::"
+    "test_gradient_after_convergence_matches_the_implicit_function_answer[float64-2d]",
+    "memory-leak": "lbfgs_gate/suite/test_pytrees.py::test_unroll_past_convergence_memory_tangent_is_finite[float32]",
+    "stepsize-leak": "lbfgs_gate/suite/test_pytrees.py::"
+    "test_unroll_past_convergence_stepsize_tangent_is_finite[float32]",
+    "weight-underflow": "lbfgs_gate/suite/test_weight_underflow.py::"
+    "test_reverse_gradient_of_small_problem_through_a_loop_returning_its_state_is_the_implicit_one[float32]",
+    "stalled-memory-divergence": "lbfgs_gate/suite/test_notebook_loops.py::"
+    "test_loop_stalled_at_rounding_keeps_its_curvature[float64]",
+}
+
+# What a user can do while the optax they have carries the defect.
+MEANWHILE = {
+    "seed-leak": "upgrade optax to 0.2.5 or newer (upstream's fix), or differentiate the solution implicitly",
+    "reverse-nan": "use forward mode (jax.jvp, jax.jacfwd) through the loop, or differentiate the solution implicitly",
+    "memory-leak": "differentiate the solution implicitly (jax.lax.custom_root around the solve) instead of "
+    "through its iterations",
+    "stepsize-leak": "differentiate the solution implicitly instead of through the zoom linesearch's iterations",
+    "weight-underflow": "in float32, differentiate the solution implicitly, or run the solve in float64",
+    "stalled-memory-divergence": "stop a fixed-step loop at convergence (a tolerance on |g|) instead of running a "
+    "fixed number of steps past it, or differentiate the solution implicitly",
+}
+IMPLICIT = "a tested recipe ships here: lbfgs_gate.suite.solvers.implicit_lbfgs_solve"
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _too_old(found: str, oldest: str) -> bool:
+    return series.version_tuple(re.match(r"[\d.]*\d", found).group(0)) < series.version_tuple(oldest)
+
+
+def installed_versions() -> dict[str, str]:
+    """optax, jax and jaxlib as this environment has them; a GateError if one is missing or too old."""
+    found = {name: _version(name) for name in ("optax", "jax", "jaxlib")}
+    where = sys.executable
+    for name, oldest in (("optax", OLDEST_OPTAX), ("jax", OLDEST_JAX), ("jaxlib", OLDEST_JAX)):
+        if found[name] is None:
+            raise GateError(
+                f"{name} is not installed in this environment ({where}): run lbfgs-gate from the environment "
+                f"whose optax you want judged, or install {name} there"
+            )
+        if not re.match(r"\d", found[name]) or _too_old(found[name], oldest):
+            raise GateError(
+                f"{name} {found[name]} is older than {oldest}, the oldest the detectors know: upgrade it "
+                f"(pip install -U {name}) or judge it with a clone's `nox -s matrix`"
+            )
+    for name in ("jax", "optax"):
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 - any failure to import is the message
+            raise GateError(
+                f"{name} {found[name]} is installed but cannot be imported ({type(error).__name__}: {error}): "
+                "repair this environment first"
+            ) from None
+    return found
+
+
+def release_of(version: str) -> str:
+    """The release a version string belongs to (0.2.5.dev0 -> 0.2.5), for the patch files to use."""
+    return re.match(r"\d+(\.\d+)*", version).group(0)
+
+
+def patches_for(release: str, only: set[str] | None = None) -> list[Path]:
+    """The files of the series for `release`, in order: the variant made for it (or the nearest),
+    leaving out patches already upstream in it; only those of the defects in `only`, if given."""
+    chosen = []
+    by_patch = {d.patch: d.name for d in defects.DEFECTS.values() if d.patch}
+    for patch in series.read_series(PATCHES_DIR / "series"):
+        info = series.read_patch(patch)
+        upstream = info.applied_upstream
+        if upstream and series.version_tuple(release) >= series.version_tuple(upstream):
+            continue
+        if only is not None and by_patch.get(patch.name) not in only:
+            continue
+        chosen.append(series.candidates(patch, release)[0])
+    return chosen
+
+
+def advice(judged: verdict.Verdict, version: str) -> list[str]:
+    """For each defect present: its patch, where it stands upstream, the command, what to do meanwhile."""
+    release = release_of(version)
+    lines = []
+    present = [name for name, row in judged.defects.items() if row.reproduced and defects.DEFECTS[name].patch]
+    for name in present:
+        defect = defects.DEFECTS[name]
+        info = series.read_patch(PATCHES_DIR / defect.patch)
+        upstream = info.applied_upstream
+        where = (
+            f"upstream since optax {upstream}"
+            if upstream
+            else f"not upstream (forwarded: {info.trailers.get('Forwarded', 'no')})"
+        )
+        lines += [
+            f"{name}: {defect.summary}",
+            f"  fixed by {defect.patch} ({where})",
+            f"  meanwhile: {MEANWHILE.get(name, 'differentiate the solution implicitly')} ({IMPLICIT})",
+        ]
+    if present:
+        lines += [
+            "",
+            f"To apply the series to a checkout of optax {release} (git am takes the patches in order):",
+            f"  lbfgs-gate patches --release {release} --print | git -C PATH/TO/optax am",
+            "  then reinstall optax from that checkout and run lbfgs-gate check again",
+        ]
+    return lines
+
+
+def clear(json_path: Path | None) -> Path:
+    """Before anything else: no earlier verdict of this command survives it."""
+    reports = work_dir() / "reports" / SESSION
+    shutil.rmtree(reports, ignore_errors=True)
+    reports.mkdir(parents=True)
+    if json_path is not None:
+        Path(json_path).unlink(missing_ok=True)
+    return reports
+
+
+def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
+    reports = clear(json_path)
+    runner.check_pytest_args(pytest_args, SESSION)
+    runner.check_environment(SESSION)
+    versions = installed_versions()
+    optax = f"optax {versions['optax']} (jax {versions['jax']}) as installed in {sys.prefix}"
+    expected = inventory.expected()
+    missing = [nodeid for nodeid in QUICK.values() if nodeid not in expected]
+    if missing:
+        raise GateError(f"the quick detector {missing[0]} is not in the suite's inventory: reinstall lbfgs-gate")
+    if thorough:
+        nodes = {nodeid: names for nodeid, names in expected.items() if names}
+        targets = [runner.SUITE, "-m", "defect"]
+    else:
+        nodes = {nodeid: expected[nodeid] for nodeid in QUICK.values()}
+        targets = sorted(nodes)
+    print(f"lbfgs-gate check ({'thorough' if thorough else 'quick'}): {optax}", flush=True)
+    started = time.perf_counter()
+    record = runner.run(
+        targets,
+        reports=reports,
+        name="suite",
+        patch_state=optax,
+        args=["--known-defects=", *runner.default_workers(pytest_args)],
+        label=f"{len(nodes)} detectors of lbfgs_gate/suite",
+    )
+    seconds = round(time.perf_counter() - started, 1)
+    patchable = frozenset(d.name for d in defects.DEFECTS.values() if d.patch)
+    expectation = verdict.Expectation(detectors_only=True, inventory=nodes, only=patchable)
+    judged = verdict.judge(SESSION, {"suite": record}, expectation)
+    verdict.write(judged, reports, [f"optax under test: {optax}"], {"optax": optax, "phases": {"tests": seconds}})
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(reports / "verdict.json", json_path)
+    table = verdict.table(judged).splitlines()
+    print("\n".join(table[:-1]))
+    for line in advice(judged, versions["optax"]):
+        print(line)
+    print(f"reports: {reports}", flush=True)
+    print(table[-1], flush=True)
+    return 0 if judged.green else 1
+
+
+def print_patches(release: str | None, show: bool, only: list[str]) -> int:
+    """`lbfgs-gate patches`: the series' files for a release, listed, or printed for `git am`."""
+    if release is None:
+        found = _version("optax")
+        if found is None:
+            raise GateError("no optax is installed here to take the release from: pass --release X.Y.Z")
+        release = found
+    if not re.match(r"\d+(\.\d+)+", release):
+        raise GateError(f"--release {release!r} is not a release number such as 0.2.4")
+    try:
+        wanted = set(defects.parse_names(",".join(only))) if only else None
+    except GateError as error:
+        raise GateError(f"--defect: {error}") from None
+    files = patches_for(release_of(release), wanted)
+    if show:
+        for path in files:
+            sys.stdout.write(path.read_text())
+        return 0
+    print(f"the series for optax {release_of(release)}: {len(files)} patches (git am takes them in this order)")
+    for path in files:
+        print(f"  {path}")
+    return 0
+
+
+def add_command(commands) -> None:
+    """Registers `check` and `patches` on the CLI's subcommands."""
+    command = commands.add_parser("check", help="judge the optax installed here: is it safe to differentiate through?")
+    command.add_argument("--thorough", action="store_true", help="every detector, with the full property search")
+    command.add_argument("--json", type=Path, metavar="PATH", help="also write the verdict (verdict.json) here")
+    command.add_argument("pytest_args", nargs="*", help="pytest arguments (after --): -n N, -v, --tb")
+    command.set_defaults(run=lambda args: run(args.thorough, args.json, args.pytest_args))
+
+    listing = commands.add_parser("patches", help="the patch series for a release: listed, or --print for git am")
+    listing.add_argument("--release", help="default: the optax installed here")
+    listing.add_argument("--print", dest="show", action="store_true", help="print the patches (an mbox for git am)")
+    listing.add_argument("--defect", action="append", default=[], help="only the patch of this defect (repeatable)")
+    listing.set_defaults(run=lambda args: print_patches(args.release, args.show, args.defect))

@@ -1,0 +1,199 @@
+"""The optax a session tests: prepared, installed and verified, in one place.
+
+`published` (the release as published) and `patched` (the release with the series)
+return a Build: the tree the environment's optax must equal file for file, the
+tree without the series (for the primal comparison), and a label that says exactly
+which patches, and which of their variants, were applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from lbfgs_gate import PROJECT_ROOT, SUITE_DIR, GateError, runner, sdist, series, tree, work_dir
+
+
+@dataclass(frozen=True)
+class Build:
+    release: str
+    tree: Path  # what the environment's optax is, file for file
+    pristine: Path  # the release as published, unpacked
+    patched_tree: Path | None  # the release with the series (it holds the test modules the series adds)
+    statuses: tuple[series.Status, ...]  # where each patch stands on the release
+    applied: bool  # whether `tree` carries the series
+
+    @property
+    def label(self) -> str:
+        if not self.applied:
+            return f"optax {self.release} as published"
+        return f"optax {self.release} + {describe(self.statuses)} (verified)"
+
+
+def describe(statuses) -> str:
+    """'0001, 0002 (0.2.8 variant), 0003' or, when every patch is upstream, 'nothing'."""
+    parts = []
+    for status in statuses:
+        number = status.patch.split("-", 1)[0]
+        if status.state == "applies":
+            parts.append(number + (f" ({status.source.split('/')[0]} variant)" if "/" in status.source else ""))
+        else:
+            parts.append(f"{number} {status.state}")
+    applied = [p for p, s in zip(parts, statuses, strict=True) if s.state == "applies"]
+    skipped = [p for p, s in zip(parts, statuses, strict=True) if s.state != "applies"]
+    return (", ".join(applied) or "nothing") + (f"; {', '.join(skipped)}" if skipped else "")
+
+
+def pristine_tree(release: str, sdist_dir=None) -> Path:
+    """The release's sdist, unpacked once into build/pristine/ (atomically: see sdist.unpack),
+    and reused only while its content matches the seal written when it was unpacked."""
+    destination = work_dir() / "pristine" / f"optax-{release}"
+    if not tree.intact(destination):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        scratch = destination.with_name(f".partial-{destination.name}-{os.getpid()}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        sdist.unpack(sdist.fetch(release, sdist_dir), scratch)
+        tree.seal(scratch)
+        try:
+            os.replace(scratch, destination)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if not tree.intact(destination):  # another run's tree, unless it is broken too
+                raise
+    return destination
+
+
+def _check_version(release: str) -> None:
+    if version("optax") != release:
+        raise GateError(
+            f"the installed optax is {version('optax')}, not {release}: "
+            f"install the pins of constraints/optax-{release}.txt first"
+        )
+
+
+def published(release: str, series_file: Path, sdist_dir=None, report=print) -> Build:
+    """The release as published, installed here: every file of its package verified.
+
+    Its `patched_tree` (which holds the test modules the series adds) is None when the
+    series does not apply to the release (the matrix measures such releases too)."""
+    pristine = pristine_tree(release, sdist_dir)
+    try:
+        patched_tree = tree.prepare(release, series_file, sdist_dir, report=lambda _: None)
+        statuses = tuple(tree.statuses(patched_tree))
+    except GateError:
+        patched_tree = None
+        statuses = tuple(series.series_status(pristine, series.read_series(series_file), release))
+    _check_version(release)
+    if tree.install_and_verify(pristine):
+        report(f"reinstalled optax {release} from its sdist: the environment held another build")
+    build = Build(release, pristine, pristine, patched_tree, statuses, False)
+    report(series.format_table(list(build.statuses)))
+    report(f"installed and verified: {build.label}")
+    return build
+
+
+def patched(release: str, series_file: Path, sdist_dir=None, report=print) -> Build:
+    """The release with the series applied (patches already upstream skipped), installed and verified."""
+    patched_tree = tree.prepare(release, series_file, sdist_dir, report=lambda _: None)
+    _check_version(release)
+    pristine = pristine_tree(release, sdist_dir)
+    tree.install_and_verify(patched_tree)
+    build = Build(release, patched_tree, pristine, patched_tree, tuple(tree.statuses(patched_tree)), True)
+    report(series.format_table(list(build.statuses)))
+    report(f"installed and verified: {build.label}")
+    return build
+
+
+# --- the primal record of the tree without the series ----------------------------------------------
+
+
+def _processor() -> str:
+    """What makes bits differ between machines: the processor's features (jax picks kernels by them)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return f"{platform.machine()} {flags}"
+
+
+def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> Path:
+    """The primal L-BFGS results of the optax in `source_tree` (the same tree without the
+    series), recorded by `python`'s environment: bits depend on optax, jax and the processor.
+
+    Recorded once per (tree, recorder, environment, processor) into build/primal/ and
+    reused: when nothing changed, recording again would write the same bits.
+    """
+    key = hashlib.sha256()
+    for path in sorted((Path(source_tree) / "optax").rglob("*.py")):
+        key.update(str(path.relative_to(source_tree)).encode() + path.read_bytes())
+    for recorder in ("primal.py", "solvers.py"):
+        key.update((SUITE_DIR / recorder).read_bytes())
+    versions = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import sys; from importlib.metadata import version as v; "
+            "print(sys.version, *(v(p) for p in ('jax', 'jaxlib', 'numpy')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    key.update(versions.encode() + _processor().encode())
+    output = work_dir() / "primal" / f"primal-{key.hexdigest()[:16]}.json"
+    if output.is_file():
+        print(f"primal record of {source_tree.name} as it is (without the series): reused {output.name}", flush=True)
+        return output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_suffix(".partial")
+    # Only the tree's optax package goes on the path, copied out: nothing else at the tree's
+    # root (a fork's sitecustomize.py, say) is importable while the reference is recorded.
+    package_root = Path(tempfile.mkdtemp(prefix="primal-optax-"))
+    shutil.copytree(Path(source_tree) / "optax", package_root / "optax")
+    command = [
+        str(python),
+        "-m",
+        "lbfgs_gate.suite.primal",
+        "--output",
+        str(partial),
+        "--expect-optax-in",
+        str(package_root),
+    ]
+    print(f"+ python -m lbfgs_gate.suite.primal  (records {source_tree.name} as it is, without the series)", flush=True)
+    env = runner.environment(
+        "recording the primal reference", python, {"PYTHONPATH": f"{package_root}{os.pathsep}{PROJECT_ROOT}"}
+    )
+    try:
+        result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(package_root, ignore_errors=True)
+    if result.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        last = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()][-1:] or ["no message"]
+        raise GateError(f"could not record the primal results of {source_tree.name} ({last[0]}): see the command above")
+    os.replace(partial, output)
+    return output
+
+
+def series_test_modules(build: Build, series_file: Path) -> dict[str, str]:
+    """The test modules the applied patches add to optax (relative path -> the defect each detects)."""
+    from lbfgs_gate import defects
+
+    by_patch = {d.patch: d.name for d in defects.DEFECTS.values() if d.patch}
+    modules = {}
+    for status in build.statuses:
+        if status.state != "applies":
+            continue
+        info = series.read_patch(Path(series_file).parent / status.source)
+        for file in info.files:
+            if file.endswith("_test.py") and status.patch in by_patch:
+                modules[file] = by_patch[status.patch]
+    return modules

@@ -1,0 +1,115 @@
+"""`lbfgs-gate check` and `lbfgs-gate patches`: their detectors, advice and bad input (no jax)."""
+
+import ast
+import json
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from lbfgs_gate import PACKAGE_DIR, PROJECT_ROOT, check, defects, inventory, series
+from tests.gate.conftest import git, make_repository
+
+PATCHABLE = {name for name, d in defects.DEFECTS.items() if d.patch}
+
+
+def _given(nodeid: str) -> bool:
+    """Whether the test function of a node id is a hypothesis property (decorated with @given)."""
+    file, _, name = nodeid.partition("::")
+    function = name.split("[")[0]
+    tree = ast.parse((PROJECT_ROOT / file).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            return any("given" in ast.unparse(d) for d in node.decorator_list)
+    raise AssertionError(f"{nodeid}: no such test function")
+
+
+def test_the_quick_detectors_are_one_plain_test_per_defect_the_series_fixes():
+    expected = inventory.expected()
+    assert set(check.QUICK) == PATCHABLE
+    for name, nodeid in check.QUICK.items():
+        assert expected.get(nodeid) == [name], f"{nodeid} is not in the inventory marked [{name!r}] alone"
+        assert not _given(nodeid), f"{nodeid} is a hypothesis property: the quick check runs plain tests"
+    assert set(check.MEANWHILE) == PATCHABLE
+
+
+@pytest.mark.parametrize(("release", "first"), [("0.2.4", "0001"), ("0.2.8", "0002"), ("0.2.9.dev0", "0002")])
+def test_the_patches_for_a_release_leave_out_what_is_upstream_and_take_its_variants(release, first):
+    files = check.patches_for(check.release_of(release))
+    assert files[0].name.startswith(first)
+    assert [f.name for f in files] == [p.name for p in series.read_series() if p.name[:4] >= first]
+    if release == "0.2.8":
+        assert {f.parent.name for f in files} == {"0.2.8", "patches"}  # its variants, where there are some
+    only = check.patches_for("0.2.4", {"memory-leak"})
+    assert [f.name[:4] for f in only] == ["0003"]
+
+
+def test_the_printed_series_is_what_git_am_takes_on_a_checkout_of_the_release(pristine_tree):
+    make_repository(pristine_tree)
+    printed = subprocess.run(
+        [sys.executable, "-m", "lbfgs_gate", "patches", "--release", "0.2.4", "--print"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "am", "-q"],
+        cwd=pristine_tree,
+        input=printed,
+        check=True,
+    )
+    log = git(pristine_tree, "log", "--format=%s").stdout.splitlines()
+    assert len(log) == 1 + len(series.read_series())
+
+
+def _check(gate, *args, env=None):
+    return gate("check", *args, env=env)
+
+
+def test_check_without_optax_is_bad_input_in_one_line_and_leaves_no_verdict(gate, tmp_path):
+    # The gate's own test environment has no optax: the check has nothing to judge.
+    stale = tmp_path / "verdict.json"
+    stale.write_text('{"session": "check", "verdict": "green"}')
+    result = _check(gate, "--json", str(stale))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "optax is not installed" in result.stderr and "run lbfgs-gate from the environment" in result.stderr
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (("--", "-k", "seed"), None, "`-k` is not allowed"),
+        ((), {"JAX_ENABLE_X64": "1"}, "JAX_ENABLE_X64"),
+        ((), {"PYTEST_ADDOPTS": "--deselect x"}, "PYTEST_ADDOPTS"),
+    ],
+)
+def test_check_refuses_what_would_change_what_runs(gate, args, env, says):
+    result = _check(gate, *args, env=env)
+    assert result.returncode == 2 and says in result.stderr and result.stderr.count("\n") == 1
+    assert not (gate.work / "reports" / "check" / "verdict.json").exists()
+
+
+def test_an_optax_too_old_or_unreadable_is_bad_input(monkeypatch):
+    versions = {"optax": "0.1.7", "jax": "0.4.35", "jaxlib": "0.4.35"}
+    monkeypatch.setattr(check, "_version", versions.get)
+    with pytest.raises(check.GateError, match=r"optax 0\.1\.7 is older than 0\.2\.3"):
+        check.installed_versions()
+    versions["optax"] = None
+    with pytest.raises(check.GateError, match="optax is not installed"):
+        check.installed_versions()
+
+
+def test_the_package_declares_its_command_plugin_and_no_optax_or_jax():
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    assert project["project"]["name"] == "lbfgs-gate"
+    assert project["project"]["scripts"] == {"lbfgs-gate": "lbfgs_gate.__main__:main"}
+    # Named as the module the gate loads by name: never registered twice.
+    assert project["project"]["entry-points"]["pytest11"] == {"lbfgs_gate.plugin": "lbfgs_gate.plugin"}
+    names = {dependency.split(">")[0].split("=")[0].split("[")[0] for dependency in project["project"]["dependencies"]}
+    assert not names & {"optax", "jax", "jaxlib"}
+    # What the check needs ships inside the package: detectors, inventory, series.
+    assert (PACKAGE_DIR / "suite" / "inventory.json").is_file() and (PACKAGE_DIR / "suite" / "pytest.ini").is_file()
+    assert (PACKAGE_DIR / "patches" / "series").is_file()
+    assert json.loads((PACKAGE_DIR / "suite" / "inventory.json").read_text())["tests"]
