@@ -8,7 +8,7 @@ its property fail deterministically where the defect is present.
 
 import numpy as np
 
-from lbfgs_gate.suite.strategies import B_ZERO, GENERIC, Problem
+from lbfgs_gate.suite.strategies import B_ZERO, GENERIC, X0_ZERO, Problem
 
 
 def _problem(A, b, x0, start=GENERIC):
@@ -29,6 +29,25 @@ QUADRATIC_STEPSIZE_LEAK = _problem(
     [[94.94010780584411, -6.3085512993639465], [-6.3085512993639465, 54.90507071372675]],
     [0.22477920627862946, -1.0322086643928683],
     [-0.0160283119790159, -0.026123528651100278],
+)
+
+# float32, log-sum-exp plus the quadratic, from x0 = 0, cond 1e3: jacfwd of the while-loop
+# solve (30 steps, rel_tol 1e-3) is NaN as published and with 0001 to 0003, finite with 0004
+# alone on top of 0001 and 0002 (found by the derandomized ci search; the stepsize's tangent).
+LOG_SUM_EXP_FLOAT32_STEPSIZE_LEAK = Problem(
+    np.array(
+        [
+            [0.1, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.1, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 50.05, -49.95, 0.0],
+            [0.0, 0.0, -49.95, 50.05, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.1],
+        ],
+        np.float32,
+    ),
+    np.array([0.017782794, 0.0, 0.0, 0.0, 0.00027785616], np.float32),
+    np.zeros(5, np.float32),
+    X0_ZERO,
 )
 
 # log-sum-exp plus the quadratic, with 0001 and 0002 only: |H J - I| = 91 after 37 steps

@@ -368,7 +368,11 @@ def test_log_sum_exp_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     _check_implicit_jacobian(problem, "log-sum-exp")
 
 
+# A detector: the derandomized search found, from x0 = 0, a problem whose stepsize's tangent
+# is NaN as published and with 0001 to 0003 (pinned below); 0004 alone makes it finite.
+@pytest.mark.defect("stepsize-leak")
 @float32
+@example(problem=pinned.LOG_SUM_EXP_FLOAT32_STEPSIZE_LEAK)
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=problems.AWAY_FROM_OPTIMUM))
 def test_log_sum_exp_solve_derivatives_are_finite_float32(problem, dtype):
