@@ -17,6 +17,7 @@ or matrix-patched.md and .json (with the series applied where it applies).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from importlib.metadata import version
@@ -25,8 +26,10 @@ from pathlib import Path
 from lbfgs_gate import (
     CONSTRAINTS_DIR,
     PATCHES_DIR,
+    PROJECT_ROOT,
     GateError,
     defects,
+    in_clone,
     inventory,
     pipeline,
     runner,
@@ -205,7 +208,31 @@ def write_tables(mode: str) -> str:
     (matrix_dir() / f"{stem}.md").write_text(markdown)
     document = {"mode": mode, "defects": {n: defects.DEFECTS[n].summary for n in names}, "releases": results}
     (matrix_dir() / f"{stem}.json").write_text(json.dumps(document, indent=2) + "\n")
+    if in_clone() and "LBFGS_GATE_WORK_DIR" not in os.environ:
+        write_page()
     return markdown
+
+
+PAGE = PROJECT_ROOT / "docs" / "releases.md"
+
+
+def write_page(page: Path = PAGE) -> Path:
+    """docs/releases.md, from the tables of build/matrix/: the page is written by the matrix
+    session (`nox -s matrix`, and `-- --patched`), never by hand."""
+    parts = [
+        "# Which releases carry which defect",
+        "",
+        "Written by `nox -s matrix` (the releases as published) and `nox -s matrix -- --patched` (with",
+        "the series), from their results in `build/matrix/`; do not edit it by hand. Each release runs",
+        "in a jax it supports (pins: `constraints/optax-<release>.txt`). In CI, the workflow",
+        "`.github/workflows/release-matrix.yml` runs one job per release and builds the same tables.",
+        "",
+    ]
+    for stem in ("matrix", "matrix-patched"):
+        table = matrix_dir() / f"{stem}.md"
+        parts.append(table.read_text() if table.is_file() else f"### {stem}: not run yet\n")
+    page.write_text("\n".join(parts))
+    return page
 
 
 def problems(mode: str, release: str) -> list[str]:
@@ -221,13 +248,31 @@ def problems(mode: str, release: str) -> list[str]:
 def add_command(commands) -> None:
     """Registers `python -m lbfgs_gate matrix` on the CLI's subcommands."""
     command = commands.add_parser("matrix", help="run the defect detectors on one release; rebuild the table")
-    command.add_argument("--release", required=True, help="the optax release installed here")
+    command.add_argument("--release", help="the optax release installed here")
+    command.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: rebuild the tables (and docs/releases.md) from the results in build/matrix/",
+    )
     command.add_argument("--patched", action="store_true", help="apply the series first (where it applies)")
     command.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
     command.add_argument("--sdist-dir", help="folder holding optax-<release>.tar.gz (offline use)")
     command.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
 
     def measure(args) -> int:
+        if args.table_only:
+            for mode in ("unpatched", "patched"):
+                print(write_tables(mode), flush=True)
+            missing = [
+                f"{mode} {r}"
+                for mode in ("unpatched", "patched")
+                for r in releases()
+                if not (matrix_dir() / mode / f"{r}.json").is_file()
+            ]
+            print(f"not run: {', '.join(missing)}" if missing else "every release ran in both modes", flush=True)
+            return 0
+        if args.release is None:
+            raise GateError(f"--release R is needed (one of {', '.join(releases())}), or --table-only")
         if args.release not in releases():
             raise GateError(
                 f"optax {args.release} is not in the matrix: use one of {', '.join(releases())} "
