@@ -18,11 +18,10 @@ import importlib
 import re
 import shutil
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
-from lbfgs_gate import PATCHES_DIR, GateError, defects, inventory, runner, series, verdict, work_dir
+from lbfgs_gate import PATCHES_DIR, GateError, defects, inventory, runner, series, skeleton, verdict, work_dir
 
 SESSION = "check"
 # The oldest optax whose L-BFGS the suite knows (the matrix's first release).
@@ -147,20 +146,14 @@ def advice(judged: verdict.Verdict, version: str) -> list[str]:
     return lines
 
 
-def clear(json_path: Path | None) -> Path:
-    """Before anything else: no earlier verdict of this command survives it."""
-    reports = work_dir() / "reports" / SESSION
-    shutil.rmtree(reports, ignore_errors=True)
-    reports.mkdir(parents=True)
-    if json_path is not None:
-        Path(json_path).unlink(missing_ok=True)
-    return reports
-
-
 def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
-    reports = clear(json_path)
-    runner.check_pytest_args(pytest_args, SESSION)
-    runner.check_environment(SESSION)
+    def clear() -> Path:
+        """Before anything else: no earlier verdict of this command survives it."""
+        if json_path is not None:
+            Path(json_path).unlink(missing_ok=True)
+        return skeleton.clear(work_dir() / "reports" / SESSION)
+
+    reports = skeleton.start(SESSION, pytest_args, clear)
     versions = installed_versions()
     optax = f"optax {versions['optax']} (jax {versions['jax']}) as installed in {sys.prefix}"
     expected = inventory.expected()
@@ -174,20 +167,15 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
         nodes = {nodeid: expected[nodeid] for nodeid in QUICK.values()}
         targets = sorted(nodes)
     print(f"lbfgs-gate check ({'thorough' if thorough else 'quick'}): {optax}", flush=True)
-    started = time.perf_counter()
-    record = runner.run(
-        targets,
-        reports=reports,
-        name="suite",
-        patch_state=optax,
-        args=["--known-defects=", *runner.default_workers(pytest_args)],
+    patchable = frozenset(d.name for d in defects.DEFECTS.values() if d.patch)
+    plan = skeleton.Plan(
+        session=SESSION,
+        optax=optax,
+        expectation=verdict.Expectation(detectors_only=True, inventory=nodes, only=patchable),
+        suite=targets,
         label=f"{len(nodes)} detectors of lbfgs_gate/suite",
     )
-    seconds = round(time.perf_counter() - started, 1)
-    patchable = frozenset(d.name for d in defects.DEFECTS.values() if d.patch)
-    expectation = verdict.Expectation(detectors_only=True, inventory=nodes, only=patchable)
-    judged = verdict.judge(SESSION, {"suite": record}, expectation)
-    verdict.write(judged, reports, [f"optax under test: {optax}"], {"optax": optax, "phases": {"tests": seconds}})
+    judged, _ = skeleton.run_session(plan, reports, pytest_args, show=False)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(reports / "verdict.json", json_path)
@@ -195,7 +183,7 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
     print("\n".join(table[:-1]))
     for line in advice(judged, versions["optax"]):
         print(line)
-    print(f"reports: {reports}", flush=True)
+    print(f"reports: {skeleton.shown(reports)}", flush=True)
     print(table[-1], flush=True)
     return 0 if judged.green else 1
 

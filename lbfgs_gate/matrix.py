@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from lbfgs_gate import (
     runner,
     sdist,
     series,
+    skeleton,
     verdict,
     work_dir,
 )
@@ -78,11 +78,14 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
     """Measures one release in this environment; writes its result and rebuilds the table."""
     mode = "patched" if patched else "unpatched"
     out = matrix_dir() / mode / f"{release}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)  # a failed run must not leave an older result in the table
-    shutil.rmtree(matrix_dir() / mode / f"reports-{release}", ignore_errors=True)
-    runner.check_pytest_args(pytest_args, "matrix")
-    runner.check_environment("matrix")
+    reports = matrix_dir() / mode / f"reports-{release}"
+
+    def clear() -> Path:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.unlink(missing_ok=True)  # a failed run must not leave an older result in the table
+        return skeleton.clear(reports)
+
+    skeleton.start("matrix", pytest_args, clear)
     result = {"release": release, "jax": version("jax"), "mode": mode}
     try:
         build = (pipeline.patched if patched else pipeline.published)(release, series_file, sdist_dir)
@@ -95,22 +98,17 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
         return result
     if patched:
         result["series"] = [s.__dict__ for s in build.statuses]
-    reports = matrix_dir() / mode / f"reports-{release}"
-    record = runner.run(
-        [runner.SUITE, "-m", "defect"],
-        reports=reports,
-        name="suite",
-        patch_state=build.label,
-        args=runner.default_workers(pytest_args),
+    plan = skeleton.Plan(
+        session=f"matrix {mode} {release}",
+        optax=build.label,
+        expectation=verdict.Expectation(measure=not patched, detectors_only=True, inventory=inventory.expected()),
+        suite=[runner.SUITE, "-m", "defect"],
     )
-    expectation = verdict.Expectation(measure=not patched, detectors_only=True, inventory=inventory.expected())
-    judged = verdict.judge(f"matrix {mode} {release}", {"suite": record}, expectation)
-    verdict.write(judged, reports, [f"optax under test: {build.label}"])
+    judged, _ = skeleton.run_session(plan, reports, pytest_args)
     result["defects"] = cells(judged)
     result["verdict"] = judged.verdict
     result["reasons"] = judged.reasons
     _write(out, result)
-    print(verdict.table(judged), flush=True)
     return result
 
 

@@ -49,6 +49,7 @@ from lbfgs_gate import (
     pipeline,
     runner,
     series,
+    skeleton,
     tree,
     verdict,
     work_dir,
@@ -526,18 +527,18 @@ class _StageRun:
     def run(self, optax_tree: Path, slug: str, label: str):
         """Installs `optax_tree`, runs the stage's detectors on it: (its verdict, its records)."""
         tree.install_and_verify(optax_tree)
-        reports = self.folder / slug
-        records = runner.run_with_optax_tests(
-            sorted(self.nodes),
-            list(self.own_modules),
-            optax_tree,
-            reports=reports,
-            patch_state=label,
+        plan = skeleton.Plan(
+            session=f"{SESSION} {label}",
+            optax=label,
+            expectation=self.stage.expectation(self.nodes),
+            suite=sorted(self.nodes),
+            optax_tests=tuple(self.own_modules),
+            tree=optax_tree,
             defect_modules={Path(m).name: self.stage.defect for m in self.own_modules},
-            args=["--known-defects=", *runner.default_workers(self.pytest_args)],
+            label=f"{len(self.nodes)} detectors of {self.stage.defect}",
         )
-        judged = verdict.judge(f"{SESSION} {label}", records, self.stage.expectation(self.nodes))
-        return judged, records
+        reports = skeleton.clear(self.folder / slug)
+        return skeleton.run_session(plan, reports, self.pytest_args, write=False, show=False)
 
     def reproducing(self, records: dict[str, dict], slug: str) -> list[str]:
         """The detectors that reproduced the stage's defect; optax-side tests (run from a copy in

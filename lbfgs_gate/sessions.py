@@ -7,19 +7,16 @@ patched    the base release with the series: no defect left, optax's own L-BFGS 
            linesearch tests pass, primal results bitwise those of the release;
 upstream   `patched` on the newest release (patches already upstream skipped).
 
-Each ends with the verdict table (lbfgs_gate/verdict.py) and writes
-build/reports/<session>/: verdict.json, report.md, junit.xml, pytest logs.
+Each is a build and a plan for lbfgs_gate/skeleton.py, which runs, judges
+(lbfgs_gate/verdict.py), prints the verdict table and writes build/reports/<session>/:
+verdict.json, report.md, junit.xml, pytest logs.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from lbfgs_gate import GateError, defects, inventory, pipeline, runner, verdict, work_dir
+from lbfgs_gate import GateError, defects, inventory, pipeline, runner, skeleton, verdict, work_dir
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
@@ -28,21 +25,13 @@ PRIMAL_TEST = "lbfgs_gate/suite/test_primal_identity.py"
 
 def reports_dir(session: str) -> Path:
     """build/reports/<session>/, emptied: a previous run's reports never pass for this one's.
-    Every session calls it first, before it checks its arguments or installs anything, so
+    Every session clears it first, before it checks its arguments or installs anything, so
     that no exit path (bad input included) leaves an older verdict behind."""
-    folder = work_dir() / "reports" / session
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
+    return skeleton.clear(work_dir() / "reports" / session)
 
 
 def start(session: str, pytest_args: list[str]) -> Path:
-    """What every judging session does before anything else: clear its reports, then
-    refuse arguments and environment variables that would change what runs."""
-    reports = reports_dir(session)
-    runner.check_pytest_args(pytest_args, session)
-    runner.check_environment(session)
-    return reports
+    return skeleton.start(session, pytest_args, lambda: reports_dir(session))
 
 
 def patchable_defects(build: pipeline.Build) -> frozenset[str]:
@@ -51,37 +40,13 @@ def patchable_defects(build: pipeline.Build) -> frozenset[str]:
     return frozenset(d.name for d in defects.DEFECTS.values() if d.patch in applies)
 
 
-class Phases:
-    """Wall time of each phase of a session, printed as it ends and kept in verdict.json."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        start = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - start, 1)
-        print(f"[{name}: {self.seconds[name]} s]", flush=True)
-
-
-def _judge(
-    session: str, build: pipeline.Build, records: dict, expectation: verdict.Expectation, reports: Path, phases: Phases
-) -> int:
-    result = verdict.judge(session, records, expectation)
-    context = [f"optax under test: {build.label}"]
-    if not build.applied:
-        context.append("primal identity: nothing applied, nothing to compare (test_primal_identity.py not run)")
-    compiles = {source: record.get("compiles", {}) for source, record in records.items()}
-    verdict.write(result, reports, context, {"optax": build.label, "phases": phases.seconds, "compiles": compiles})
-    print(verdict.table(result), flush=True)
-    print(f"reports: {os.path.relpath(reports)}", flush=True)
-    return 0 if result.green else 1
+def _result(judged: verdict.Verdict) -> int:
+    return 0 if judged.green else 1
 
 
 def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:
     reports = start("unpatched", pytest_args)
-    phases = Phases()
+    phases = skeleton.Phases()
     with phases("install"):
         build = pipeline.published(release, series_file, sdist_dir)
     if build.patched_tree is None:
@@ -91,40 +56,39 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
         )
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
-    with phases("tests"):
-        records = runner.run_with_optax_tests(
-            [runner.SUITE, f"--ignore={PRIMAL_TEST}"],
-            list(modules),
-            build.patched_tree,
-            reports=reports,
-            patch_state=build.label,
-            defect_modules={Path(m).name: d for m, d in modules.items()},
-            args=[f"--known-defects={','.join(sorted(expected))}", *runner.default_workers(pytest_args)],
-        )
-    expectation = verdict.Expectation(present=expected, inventory=inventory.expected((PRIMAL_TEST,)))
-    return _judge("unpatched", build, records, expectation, reports, phases)
+    plan = skeleton.Plan(
+        session="unpatched",
+        optax=build.label,
+        expectation=verdict.Expectation(present=expected, inventory=inventory.expected((PRIMAL_TEST,))),
+        suite=[runner.SUITE, f"--ignore={PRIMAL_TEST}"],
+        known_defects=expected,
+        optax_tests=tuple(modules),
+        tree=build.patched_tree,
+        defect_modules={Path(m).name: d for m, d in modules.items()},
+        context=("primal identity: nothing applied, nothing to compare (test_primal_identity.py not run)",),
+    )
+    return _result(skeleton.run_session(plan, reports, pytest_args, phases)[0])
 
 
 def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None, session="patched") -> int:
     reports = start(session, pytest_args)
-    phases = Phases()
+    phases = skeleton.Phases()
     with phases("install"):
         build = pipeline.patched(release, series_file, sdist_dir)
     modules = pipeline.series_test_modules(build, series_file)
     with phases("record"):
         reference = pipeline.primal_reference(build.pristine)
-    with phases("tests"):
-        records = runner.run_with_optax_tests(
-            [runner.SUITE],
-            [*modules, *UPSTREAM_TESTS],
-            build.patched_tree,
-            reports=reports,
-            patch_state=build.label,
-            defect_modules={Path(m).name: d for m, d in modules.items()},
-            args=["--known-defects=", *runner.default_workers(pytest_args)],
-            env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)},
-        )
-    return _judge(session, build, records, verdict.Expectation(inventory=inventory.expected()), reports, phases)
+    plan = skeleton.Plan(
+        session=session,
+        optax=build.label,
+        expectation=verdict.Expectation(inventory=inventory.expected()),
+        suite=[runner.SUITE],
+        optax_tests=(*modules, *UPSTREAM_TESTS),
+        tree=build.patched_tree,
+        defect_modules={Path(m).name: d for m, d in modules.items()},
+        env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)},
+    )
+    return _result(skeleton.run_session(plan, reports, pytest_args, phases)[0])
 
 
 def upstream(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:

@@ -29,7 +29,18 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lbfgs_gate import PATCHES_DIR, PROJECT_ROOT, GateError, defects, inventory, pipeline, runner, series, work_dir
+from lbfgs_gate import (
+    PATCHES_DIR,
+    PROJECT_ROOT,
+    GateError,
+    defects,
+    inventory,
+    pipeline,
+    runner,
+    series,
+    skeleton,
+    work_dir,
+)
 from lbfgs_gate import verdict as verdicts
 from lbfgs_gate.fork.advice import apply_missing, find_defects, git_am_command, patch_statuses
 from lbfgs_gate.fork.base import base_release
@@ -71,9 +82,12 @@ def run(
     """The fork gate; returns the exit code (0 green or table only, 1 red). Bad input: GateError.
     `accept` is {DEFECT: REASON} or the command line's DEFECT=REASON entries."""
     output = Path(output) if output else work_dir() / ("fork-apply" if apply else "fork")
-    remove_reports(output)  # first: no exit path may leave a previous verdict behind
-    runner.check_pytest_args(list(pytest_args), "fork")
-    runner.check_environment("fork")
+
+    def clear() -> Path:
+        remove_reports(output)  # first: no exit path may leave a previous verdict behind
+        return output
+
+    skeleton.start("fork", list(pytest_args), clear)
     if isinstance(accept, list):
         accept = parse_accepted(accept)
     if not is_url(source):
@@ -136,23 +150,22 @@ def run(
             targets.append(f"--ignore={PRIMAL_TEST}")
             report.primal = "nothing applied, nothing to compare (test_primal_identity.py not run)"
         print(f"primal identity: {report.primal}", flush=True)
-        record = runner.run(
-            targets,
-            reports=output,
-            name="suite",
-            patch_state=patch_state,
+        plan = skeleton.Plan(
+            session="fork",
+            optax=patch_state,
+            expectation=verdicts.Expectation(
+                accepted=accept or {},
+                inventory=inventory.expected(() if applied_any else (PRIMAL_TEST,)),
+            ),
+            suite=targets,
             python=python,
-            args=["--known-defects=", *runner.default_workers(list(pytest_args))],
             env_extra=env_extra,
+            amend=lambda judged: _unseen_defects(judged, statuses),
         )
-        expectation = verdicts.Expectation(
-            accepted=accept or {},
-            inventory=inventory.expected(() if applied_any else (PRIMAL_TEST,)),
-        )
-        judged = verdicts.judge("fork", {"suite": record}, expectation)
-        _unseen_defects(judged, statuses)
+        # The fork's reports (the patch table, the findings) are written by report.py.
+        judged, records = skeleton.run_session(plan, output, pytest_args, write=False, show=False)
         report.judged, report.verdict = judged, judged.verdict
-        report.findings = [asdict(f) for f in find_defects(judged, {"suite": record}, statuses, paths, fork)]
+        report.findings = [asdict(f) for f in find_defects(judged, records, statuses, paths, fork)]
         write_reports(report, output)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
