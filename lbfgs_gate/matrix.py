@@ -92,8 +92,11 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
     except GateError as error:
         if not patched or version("optax") != release:
             raise
-        # The series does not support this release: recorded, not measured.
-        result.update(series="does not apply", reason=str(error), defects={})
+        # The series does not support this release: recorded, not measured, with where each
+        # patch stands (series.py's model of the stack, not the error's text).
+        pristine = pipeline.pristine_tree(release, sdist_dir)
+        statuses = series.series_status(pristine, series.read_series(series_file), release)
+        result.update(series="does not apply", reason=str(error), statuses=[s.__dict__ for s in statuses], defects={})
         _write(out, result)
         return result
     if patched:
@@ -138,18 +141,10 @@ def _cell(cell: dict | None) -> str:
 
 def _series_cell(result: dict) -> str:
     if result.get("series") == "does not apply":
-        reason = re.sub(r"\s+", " ", result.get("reason", ""))
-        # "NNNN-name.patch cannot be applied to optax R (state: detail): advice" -> "NNNN state: detail"
-        found = re.match(r"(\d+)-\S+ cannot be applied to optax \S+ \((.*?)\): ", reason)
-        return ("does not apply: " + (" ".join(found.groups()) if found else reason[:120])).replace("|", "\\|")
-    parts = []
-    for status in result.get("series", []):
-        number = status["patch"].split("-", 1)[0]
-        if status["state"] == "applies":
-            parts.append(number + (f" ({status['source'].split('/')[0]} variant)" if "/" in status["source"] else ""))
-        else:
-            parts.append(f"{number} {status['state']}")
-    return ", ".join(parts)
+        if result.get("statuses"):
+            return series.describe(result["statuses"]).replace("|", "\\|")
+        return ("does not apply: " + re.sub(r"\s+", " ", result.get("reason", ""))[:120]).replace("|", "\\|")
+    return series.describe(result.get("series", []))
 
 
 def _names() -> list[str]:

@@ -35,21 +35,7 @@ class Build:
     def label(self) -> str:
         if not self.applied:
             return f"optax {self.release} as published"
-        return f"optax {self.release} + {describe(self.statuses)} (verified)"
-
-
-def describe(statuses) -> str:
-    """'0001, 0002 (0.2.8 variant), 0003' or, when every patch is upstream, 'nothing'."""
-    parts = []
-    for status in statuses:
-        number = status.patch.split("-", 1)[0]
-        if status.state == "applies":
-            parts.append(number + (f" ({status.source.split('/')[0]} variant)" if "/" in status.source else ""))
-        else:
-            parts.append(f"{number} {status.state}")
-    applied = [p for p, s in zip(parts, statuses, strict=True) if s.state == "applies"]
-    skipped = [p for p, s in zip(parts, statuses, strict=True) if s.state != "applies"]
-    return (", ".join(applied) or "nothing") + (f"; {', '.join(skipped)}" if skipped else "")
+        return f"optax {self.release} + {series.describe(self.statuses)} (verified)"
 
 
 def pristine_tree(release: str, sdist_dir=None) -> Path:

@@ -270,6 +270,37 @@ def apply_patch(tree: Path, patch: Path) -> None:
         )
 
 
+def blocking(statuses: list[Status]) -> Status | None:
+    """The first patch that keeps the series from a tree: neither applicable, applied nor upstream."""
+    return next((s for s in statuses if s.state not in ("applies", "applied", "upstream")), None)
+
+
+def apply_series(tree: Path, statuses: list[Status], series_dir: Path) -> None:
+    """Applies, in order, every patch `series_status` found applicable (the file it chose)."""
+    for status in statuses:
+        if status.state == "applies":
+            apply_patch(tree, Path(series_dir) / status.source)
+
+
+def describe(statuses) -> str:
+    """'0001, 0002 (0.2.8 variant), 0003' or, when every patch is upstream, 'nothing'; a series
+    that does not apply: 'does not apply: 0001 conflicts: <where>'."""
+    statuses = [s if isinstance(s, Status) else Status(**s) for s in statuses]
+    stuck = blocking(statuses)
+    if stuck is not None:
+        return f"does not apply: {stuck.patch.split('-', 1)[0]} {stuck.state}: {stuck.detail}"
+    parts = []
+    for status in statuses:
+        number = status.patch.split("-", 1)[0]
+        if status.state == "applies":
+            parts.append(number + (f" ({status.source.split('/')[0]} variant)" if "/" in status.source else ""))
+        else:
+            parts.append(f"{number} {status.state}")
+    applied = [p for p, s in zip(parts, statuses, strict=True) if s.state == "applies"]
+    skipped = [p for p, s in zip(parts, statuses, strict=True) if s.state != "applies"]
+    return (", ".join(applied) or "nothing") + (f"; {', '.join(skipped)}" if skipped else "")
+
+
 def format_table(statuses: list[Status]) -> str:
     width = max(len(s.patch) for s in statuses)
     lines = [f"{'patch'.ljust(width)}  state      detail"]

@@ -82,21 +82,19 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
     scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=trees))
     try:
         work = sdist.unpack(sdist_path, scratch / "optax")
-        statuses = []
-        for patch in patches:
-            status = series.patch_status(work, patch, release)
-            statuses.append(status)
-            if status.state in ("upstream", "applied"):
-                continue  # the release as published already carries the fix
-            if status.state != "applies":
-                report(series.format_table(statuses))
-                raise GateError(
-                    f"{patch.name} cannot be applied to optax {release} ({status.state}"
-                    f"{': ' + status.detail if status.detail else ''}): "
-                    "fix or regenerate the patch (or add a variant for this release), "
-                    "or remove it from the series"
-                )
-            series.apply_patch(work, Path(series_file).parent / status.source)
+        # Where each patch stands, as the series stacks (series.py alone knows how); a patch
+        # already upstream or applied in the release as published is skipped.
+        statuses = series.series_status(work, patches, release)
+        stuck = series.blocking(statuses)
+        if stuck is not None:
+            report(series.format_table(statuses))
+            raise GateError(
+                f"{stuck.patch} cannot be applied to optax {release} ({stuck.state}"
+                f"{': ' + stuck.detail if stuck.detail else ''}): "
+                "fix or regenerate the patch (or add a variant for this release), "
+                "or remove it from the series"
+            )
+        series.apply_series(work, statuses, Path(series_file).parent)
         manifest = {"release": release, "statuses": [s.__dict__ for s in statuses]}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         seal(work)

@@ -41,3 +41,18 @@ def test_the_docs_page_holds_both_tables(monkeypatch, tmp_path):
     page = matrix.write_page(tmp_path / "releases.md").read_text()
     assert page.startswith("# Which releases carry which defect") and "Written by `nox -s matrix`" in page
     assert "as published" in page and "matrix-patched: not run yet" in page
+
+
+def test_where_the_series_does_not_apply_the_cell_comes_from_the_statuses_not_an_error_text(sdist_dir):
+    from lbfgs_gate import PATCHES_DIR, pipeline, series
+
+    pristine = pipeline.pristine_tree("0.2.3", sdist_dir)
+    statuses = series.series_status(pristine, series.read_series(PATCHES_DIR / "series"), "0.2.3")
+    stuck = series.blocking(statuses)
+    assert stuck is not None and stuck.patch.startswith("0001") and stuck.state == "conflicts"
+    result = {
+        "series": "does not apply",
+        "reason": "whatever the error said",
+        "statuses": [s.__dict__ for s in statuses],
+    }
+    assert matrix._series_cell(result).startswith("does not apply: 0001 conflicts: optax/_src/transform.py")
