@@ -129,8 +129,8 @@ def test_reverse_gradient_past_convergence_is_the_implicit_one(dtype):
     rounding noise: weights 1/(y^T s) reach 1.2e24 (and -1e16), the iterate is thrown off
     the solution (|grad f| grows 1.8e14 times from its best, seed 151 with jax 0.4.35; 3.9e3
     times, seed 386 with jax 0.10.2) and the reverse gradient follows: NaN for seed 151 with
-    the series (0 times the inf derivative of that weight; patch 0005, not in the series yet,
-    makes it finite: 1.1e16 against the implicit -3.6), 1.3e-2 off the implicit one for seed
+    0001 to 0004 (0 times the inf derivative of that weight; patch 0005 makes it finite:
+    1.1e16 against the implicit -3.6), 1.3e-2 off the implicit one for seed
     386. Which problems it hits depends on the last bits of the iterates (op by op, without
     jit, y^T s of seed 151's step 28 rounds to -1.5e-17 instead of 8.3e-25). On the random
     problems of trees.logistic_problem (column scales 10^+-1, l2 in [1e-3, 1]), 50 steps:
