@@ -29,6 +29,28 @@ settings.register_profile("thorough", max_examples=2000, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+def _no_local_constants():
+    """The search draws from hypothesis's own constants only.
+
+    hypothesis (6.1xx) also draws, now and then, literal constants of "local" modules: those
+    outside site-packages and outside test folders that happen to be imported. From a clone
+    that is the gate's own package, so its literals, and which of its modules a worker has
+    imported, would steer the derandomized search: measured, moving the harness out of
+    tests/ changed the examples found. Installed (site-packages) nothing is local. This keeps
+    the search the same in both: the pool of local constants stays empty.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - a hypothesis without the feature
+        return
+    if hasattr(providers, "_get_local_constants") and hasattr(providers, "Constants"):
+        empty = providers.Constants()
+        providers._get_local_constants = lambda: empty
+
+
+_no_local_constants()
+
+
 @pytest.fixture(autouse=True)
 def _x64_matches_dtype(request):
     """x64 on for float64 tests, off for float32 ones (parametrized as `dtype`)."""

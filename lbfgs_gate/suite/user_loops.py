@@ -1,0 +1,238 @@
+"""Loops as users write them, each with an independent reference for its derivative.
+
+`run_opt` is the loop of optax's L-BFGS how-to, in its shape: `optax.lbfgs()` (or any
+optimizer taking `value`, `grad` and `value_fn`) in a `lax.while_loop`, stopped on the
+gradient norm the state carries. The objectives are optax's own non-convex test
+functions (Rosenbrock, Himmelblau, Beale), given a parameter that moves their minimiser,
+so that the minimiser's derivative is the implicit-function theorem's,
+dx*/dtheta = -H(x*)^-1 d(grad f)/dtheta, evaluated at the known exact minimiser. Each
+workload returns (the derivative the loop gives, the reference), both as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.tree_utils as otu
+
+from lbfgs_gate.suite import solvers
+
+# The stopping tolerance on |g| of each dtype's solves.
+TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-11}
+MAX_ITER = 500
+
+
+def run_opt(init_params, fun, opt, max_iter, tol):
+    """The how-to's loop: L-BFGS steps while |g| >= tol (and at least one step)."""
+    value_and_grad_fun = optax.value_and_grad_from_state(fun)
+
+    def step(carry):
+        params, state = carry
+        value, grad = value_and_grad_fun(params, state=state)
+        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+        params = optax.apply_updates(params, updates)
+        return params, state
+
+    def continuing_criterion(carry):
+        _, state = carry
+        iter_num = otu.tree_get(state, "count")
+        grad = otu.tree_get(state, "grad")
+        err = otu.tree_l2_norm(grad)
+        return (iter_num == 0) | ((iter_num < max_iter) & (err >= tol))
+
+    init_carry = (init_params, opt.init(init_params))
+    return jax.lax.while_loop(continuing_criterion, step, init_carry)
+
+
+# --- optax's non-convex test functions, each with a parameter that moves its minimiser -------
+
+
+def rosenbrock(x, a):
+    """sum 100 (x_{i+1} - x_i^2)^2 + (a_i - x_i)^2, i < n - 1: the minimiser is all ones at a = 1."""
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (a - x[:-1]) ** 2)
+
+
+def himmelblau(x, theta):
+    """(x0^2 + x1 - t0)^2 + (x0 + x1^2 - t1)^2: at theta = (11, 7), a minimiser is (3, 2)."""
+    return (x[0] ** 2 + x[1] - theta[0]) ** 2 + (x[0] + x[1] ** 2 - theta[1]) ** 2
+
+
+def beale(x, theta):
+    """sum_k (t_k - x0 + x0 x1^k)^2, k = 1..3: at theta = (1.5, 2.25, 2.625), the minimiser is (3, 0.5)."""
+    powers = jnp.arange(1, 4, dtype=x.dtype)
+    return jnp.sum((theta - x[0] + x[0] * x[1] ** powers) ** 2)
+
+
+FUNCTIONS = {
+    # name: (f, theta at which the minimiser is known, the minimiser, the start)
+    "rosenbrock-8": (rosenbrock, np.ones(7), np.ones(8), np.zeros(8)),
+    "himmelblau": (himmelblau, np.array([11.0, 7.0]), np.array([3.0, 2.0]), np.array([1.0, 1.0])),
+    "beale": (beale, np.array([1.5, 2.25, 2.625]), np.array([3.0, 0.5]), np.array([1.0, 1.0])),
+}
+
+
+def implicit_jvp(f, x_star, theta, dtheta):
+    """-H^-1 (d grad f / d theta) dtheta at the exact minimiser, in float64 numpy."""
+    grad_x = jax.grad(f, argnums=0)
+    hessian = np.asarray(jax.jacfwd(grad_x, argnums=0)(x_star, theta), np.float64)
+    mixed = np.asarray(jax.jacfwd(grad_x, argnums=1)(x_star, theta), np.float64)
+    return -np.linalg.solve(hessian, mixed @ np.asarray(dtheta, np.float64))
+
+
+def _run_opt_jvp(name, dtype, opt=None):
+    f, theta, x_star, x0 = FUNCTIONS[name]
+    theta, x_star, x0 = (np.asarray(v, dtype) for v in (theta, x_star, x0))
+    dtheta = np.linspace(1.0, 2.0, theta.shape[0]).astype(dtype)
+    opt = opt or optax.lbfgs()
+    tol = TOLERANCE[np.dtype(dtype)]
+
+    @jax.jit
+    def derivative(theta, x0, dtheta):
+        def solution(theta):
+            return run_opt(
+                x0,
+                functools.partial(f, theta=theta) if name != "rosenbrock-8" else functools.partial(f, a=theta),
+                opt,
+                MAX_ITER,
+                tol,
+            )[0]
+
+        return jax.jvp(solution, (theta,), (dtheta,))
+
+    x, dx = derivative(theta, x0, dtheta)
+    reference_f = (lambda x, t: f(x, t)) if name != "rosenbrock-8" else (lambda x, t: f(x, a=t))
+    want = implicit_jvp(reference_f, x_star, theta, dtheta)
+    assert np.allclose(np.asarray(x, np.float64), x_star, atol=1e-2), f"{name}: the solve found {x}, not {x_star}"
+    return np.asarray(dx), want
+
+
+# --- the workloads ---------------------------------------------------------------------------
+
+
+def run_opt_rosenbrock(dtype):
+    return _run_opt_jvp("rosenbrock-8", dtype)
+
+
+def run_opt_himmelblau(dtype):
+    return _run_opt_jvp("himmelblau", dtype)
+
+
+def run_opt_beale(dtype):
+    return _run_opt_jvp("beale", dtype)
+
+
+def run_opt_backtracking_quadratic(dtype):
+    """scale_by_lbfgs with the backtracking linesearch, in run_opt, on a quadratic: jvp w.r.t. b."""
+    A, b, x0, db = _quadratic(dtype)
+    opt = optax.chain(optax.scale_by_lbfgs(), optax.scale_by_backtracking_linesearch(max_backtracking_steps=15))
+    tol = TOLERANCE[np.dtype(dtype)]
+
+    @jax.jit
+    def derivative(b, db):
+        def solution(b):
+            return run_opt(x0, lambda x: 0.5 * x @ A @ x - b @ x, opt, MAX_ITER, tol)[0]
+
+        return jax.jvp(solution, (b,), (db,))[1]
+
+    return np.asarray(derivative(b, db)), np.linalg.solve(A.astype(np.float64), db.astype(np.float64))
+
+
+def _quadratic(dtype, n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    A = (q * np.geomspace(1.0, 30.0, n)) @ q.T
+    b = rng.normal(size=n)
+    return A.astype(dtype), b.astype(dtype), np.zeros(n, dtype), np.linspace(1.0, 2.0, n).astype(dtype)
+
+
+def complex_quadratic(dtype):
+    """optax.lbfgs() on complex parameters, f(z) = 1/2 Re(z^H A z) - Re(b^H z), z* = A^-1 b: the
+    jvp of z* along a real scaling of b is z* itself."""
+    A, b_real, _, _ = _quadratic(dtype)
+    complex_dtype = np.result_type(dtype, np.complex64)
+    rng = np.random.default_rng(1)
+    b = (b_real + 1j * rng.normal(size=b_real.shape)).astype(complex_dtype)
+    z0 = np.zeros_like(b)
+    tol = TOLERANCE[np.dtype(dtype)]
+
+    def f(z, t):
+        return 0.5 * jnp.real(jnp.vdot(z, A @ z)) - jnp.real(jnp.vdot(t * b, z))
+
+    @jax.jit
+    def derivative(t):
+        return jax.jvp(
+            lambda t: run_opt(z0, functools.partial(f, t=t), optax.lbfgs(), MAX_ITER, tol)[0], (t,), (jnp.ones_like(t),)
+        )
+
+    z, dz = derivative(jnp.asarray(1.0, dtype))
+    want = np.linalg.solve(A.astype(np.complex128), b.astype(np.complex128))
+    assert np.allclose(np.asarray(z), want, rtol=1e-2, atol=1e-3), "the complex solve did not converge to A^-1 b"
+    return np.asarray(dz), want
+
+
+def vmap_over_problems(dtype):
+    """jax.vmap of jacfwd of the while-loop solve over four quadratics: each A_i^-1."""
+    problems = [_quadratic(dtype, seed=seed) for seed in range(4)]
+    A = np.stack([p[0] for p in problems])
+    b = np.stack([p[1] for p in problems])
+    x0 = np.stack([p[2] for p in problems])
+    tol = 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+    jacobian = jax.jit(
+        jax.vmap(jax.jacfwd(lambda A, b, x0: solvers.lbfgs_solve(A, b, x0, max_steps=200, rel_tol=tol)[0], argnums=1))
+    )
+    return np.asarray(jacobian(A, b, x0)), np.linalg.inv(A.astype(np.float64))
+
+
+def forward_against_reverse(dtype):
+    """jacfwd and jacrev of one fixed-step scale_by_lbfgs unroll: the same program, the same derivative."""
+    A, b, x0, _ = _quadratic(dtype)
+    static = dict(num_steps=60, step_size=0.5)
+    forward = jax.jit(jax.jacfwd(functools.partial(solvers.scale_by_lbfgs_unroll, **static), argnums=1))
+    reverse = jax.jit(jax.jacrev(functools.partial(solvers.scale_by_lbfgs_unroll, **static), argnums=1))
+    return np.asarray(reverse(A, b, x0)), np.asarray(forward(A, b, x0), np.float64)
+
+
+def hessian_through_unroll(dtype):
+    """jax.hessian of 1/2 |x(b) - t|^2, x(b) a converged fixed-step scale_by_lbfgs unroll: A^-2."""
+    A, b, x0, _ = _quadratic(dtype)
+    t = np.linspace(-1.0, 1.0, b.shape[0]).astype(dtype)
+    static = dict(num_steps=60, step_size=0.5)
+
+    def outer(b):
+        x = solvers.scale_by_lbfgs_unroll(A, b, x0, **static)
+        return 0.5 * jnp.sum((x - t) ** 2)
+
+    inverse = np.linalg.inv(A.astype(np.float64))
+    return np.asarray(jax.jit(jax.hessian(outer))(b)), inverse @ inverse
+
+
+def hessian_through_solve(dtype):
+    """jacfwd of jacfwd (reverse mode cannot enter the linesearch) of 1/2 |x*(b) - t|^2 through the
+    while-loop optax.lbfgs() solve: A^-2."""
+    A, b, x0, _ = _quadratic(dtype)
+    t = np.linspace(-1.0, 1.0, b.shape[0]).astype(dtype)
+    tol = 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+
+    def outer(b):
+        x = solvers.lbfgs_solve(A, b, x0, max_steps=200, rel_tol=tol)[0]
+        return 0.5 * jnp.sum((x - t) ** 2)
+
+    inverse = np.linalg.inv(A.astype(np.float64))
+    return np.asarray(jax.jit(jax.jacfwd(jax.jacfwd(outer)))(b)), inverse @ inverse
+
+
+WORKLOADS = {
+    "run_opt, Rosenbrock 8-D, jvp": run_opt_rosenbrock,
+    "run_opt, Himmelblau, jvp": run_opt_himmelblau,
+    "run_opt, Beale, jvp": run_opt_beale,
+    "run_opt, backtracking linesearch, jvp": run_opt_backtracking_quadratic,
+    "run_opt, complex parameters, jvp": complex_quadratic,
+    "vmap of jacfwd over 4 solves": vmap_over_problems,
+    "jacrev against jacfwd, one unroll": forward_against_reverse,
+    "jax.hessian through a scale_by_lbfgs unroll": hessian_through_unroll,
+    "jacfwd(jacfwd) through an optax.lbfgs() solve": hessian_through_solve,
+}
