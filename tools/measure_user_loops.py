@@ -12,10 +12,8 @@ from __future__ import annotations
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-import optax.tree_utils as otu
 
 from lbfgs_gate.suite import user_loops as loops
 
@@ -37,7 +35,6 @@ def main(dtype_name: str) -> None:
             print(f"{name:50s} {relative(got, want):.3g}")
         except Exception as error:  # noqa: BLE001 - a measurement tool: show what broke
             print(f"{name:50s} {type(error).__name__}: {str(error).splitlines()[0][:120]}")
-    del otu, jnp
 
 
 if __name__ == "__main__":
