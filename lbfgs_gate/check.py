@@ -183,7 +183,7 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
     print("\n".join(table[:-1]))
     for line in advice(judged, versions["optax"]):
         print(line)
-    print(f"reports: {skeleton.shown(reports)}", flush=True)
+    print(f"reports: {runner.shown(reports)}", flush=True)
     print(table[-1], flush=True)
     return 0 if judged.green else 1
 

@@ -332,9 +332,9 @@ def reproduced_by(record: dict, defect: str) -> list[str]:
     return found
 
 
-def judge_mutant(hunk: Hunk, stage: Stage, judged, records: dict[str, dict], release: str) -> dict:
-    """The row of one mutant: caught when its verdict is red and the stage's defect was reproduced."""
-    by = [nodeid for record in records.values() for nodeid in reproduced_by(record, stage.defect)]
+def judge_mutant(hunk: Hunk, stage: Stage, judged, by: list[str], release: str) -> dict:
+    """The row of one mutant: caught when its verdict is red and the stage's defect was
+    reproduced (`by`: the detectors that reproduced it)."""
     caught = (not judged.green) and bool(by)
     return {
         **_row(hunk, release),
@@ -576,8 +576,8 @@ class _StageRun:
                 continue
             label = f"{self.up_to}, {hunk.label} of {hunk.source} reversed ({hunk.file} {hunk.header})"
             judged, records = self.run(mutant, hunk.slug, label)
-            row = {**judge_mutant(hunk, stage, judged, records, release), "reversal": reversal.detail}
-            row["by"] = self.reproducing(records, hunk.slug)
+            by = self.reproducing(records, hunk.slug)
+            row = {**judge_mutant(hunk, stage, judged, by, release), "reversal": reversal.detail}
             error = breaks(records, stage.defect)
             if not row["caught"] and error:
                 broken.append((hunk, row, error))

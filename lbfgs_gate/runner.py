@@ -139,7 +139,7 @@ def environment(patch_state: str, python: Path | str = sys.executable, extra: di
     return env
 
 
-def _shown(path) -> str:
+def shown(path) -> str:
     """A path as a person reads it: relative inside a clone's tree, else whole (an installed gate)."""
     path = Path(path)
     return os.path.relpath(path, PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else str(path)
@@ -191,8 +191,8 @@ def run(
         # pytest-xdist 3.8 can hang when a worker dies under --dist loadgroup; with no
         # restart it stops the run instead, the dead worker's test a crash (measured).
         command.insert(command.index("-q"), "--max-worker-restart=0")
-    shown = " ".join(_shown(c) if os.path.isabs(c) else c for c in command[1:])
-    print(f"+ {label or shown}  (log: {_shown(log)})", flush=True)
+    command_line = " ".join(shown(c) if os.path.isabs(c) else c for c in command[1:])
+    print(f"+ {label or command_line}  (log: {shown(log)})", flush=True)
     timed_out = None
     with open(log, "w") as output:
         # A process group of its own: at the time bound, the workers go with the controller.

@@ -10,7 +10,6 @@ lbfgs_gate/verdict.py, writes verdict.json and report.md, and prints the verdict
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lbfgs_gate import PROJECT_ROOT, runner, verdict
+from lbfgs_gate import runner, verdict
 
 
 class Phases:
@@ -122,11 +121,5 @@ def run_session(
         verdict.write(judged, reports, [f"optax under test: {plan.optax}", *plan.context], extra)
     if show:
         print(verdict.table(judged), flush=True)
-        print(f"reports: {shown(reports)}", flush=True)
+        print(f"reports: {runner.shown(reports)}", flush=True)
     return judged, records
-
-
-def shown(path: Path) -> str:
-    """A path as a person reads it: relative inside a clone, else whole (an installed gate)."""
-    path = Path(path).resolve()
-    return os.path.relpath(path) if path.is_relative_to(PROJECT_ROOT) else str(path)
