@@ -1,7 +1,7 @@
 """The gate's machinery, shared by noxfile.py, tox.ini and the tests.
 
 Where things are decided:
-- lbfgs_gate/verdict.py   the verdict, for every session (from lbfgs_gate/record.py's records)
+- lbfgs_gate/verdict.py   the verdict, for every session (from the records of lbfgs_gate/run_record.py)
 - lbfgs_gate/pipeline.py  prepare, install and verify the optax a session tests
 - lbfgs_gate/sessions.py  unpatched, patched and upstream; lbfgs_gate/matrix.py; lbfgs_gate/fork/
 - lbfgs_gate/runner.py    how pytest runs (record, profile, compilation cache, logs)

@@ -72,9 +72,9 @@ def take_inventory(args) -> int:
         patch_state="collecting the inventory",
         args=["--known-defects="],
     )
-    if record.get("collection_errors"):
-        raise GateError(f"the suite does not collect: {record['collection_errors'][0]}")
-    written = inventory.write(record["inventory"])
+    if record.collection_errors:
+        raise GateError(f"the suite does not collect: {record.collection_errors[0]}")
+    written = inventory.write(record.inventory)
     print(f"wrote {written.relative_to(inventory.PROJECT_ROOT)}: {len(inventory.expected())} tests")
     return 0
 

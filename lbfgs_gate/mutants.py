@@ -54,6 +54,7 @@ from lbfgs_gate import (
     verdict,
     work_dir,
 )
+from lbfgs_gate.run_record import Outcome, Record
 
 SESSION = "mutants"
 HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
@@ -322,12 +323,12 @@ def defect_of(patch: str) -> str:
     return by_patch[patch]
 
 
-def reproduced_by(record: dict, defect: str) -> list[str]:
+def reproduced_by(record: Record, defect: str) -> list[str]:
     """Node ids of the detectors of `defect` that raised its symptom."""
     found = []
-    for nodeid, test in sorted(record.get("tests", {}).items()):
-        names = record.get("inventory", {}).get(nodeid, test.get("defects", []))
-        if defect in names and test.get("outcome") == "reproduced":
+    for nodeid, test in sorted(record.tests.items()):
+        names = record.inventory.get(nodeid, test.defects)
+        if defect in names and test.outcome == Outcome.REPRODUCED:
             found.append(nodeid)
     return found
 
@@ -540,7 +541,7 @@ class _StageRun:
         reports = skeleton.clear(self.folder / slug)
         return skeleton.run_session(plan, reports, self.pytest_args, write=False, show=False)
 
-    def reproducing(self, records: dict[str, dict], slug: str) -> list[str]:
+    def reproducing(self, records: dict[str, Record], slug: str) -> list[str]:
         """The detectors that reproduced the stage's defect; optax-side tests (run from a copy in
         the reports) named by their file in optax."""
         copies = os.path.relpath(self.folder / slug / "optax-tests", PROJECT_ROOT) + "/"
@@ -637,18 +638,18 @@ def same_code(before: Path, after: Path) -> bool:
         return False
 
 
-def breaks(records: dict[str, dict], defect: str) -> str | None:
+def breaks(records: dict[str, Record], defect: str) -> str | None:
     """The error a mutant's detectors raised instead of the defect's symptom, if none reproduced it."""
     errors = []
     for record in records.values():
-        for nodeid, test in record.get("tests", {}).items():
-            names = record.get("inventory", {}).get(nodeid, test.get("defects", []))
+        for nodeid, test in record.tests.items():
+            names = record.inventory.get(nodeid, test.defects)
             if defect not in names:
                 continue
-            if test.get("outcome") == "reproduced":
+            if test.outcome == Outcome.REPRODUCED:
                 return None
-            if test.get("outcome") == "crashed" and test.get("exception"):
-                errors.append(test["exception"])
+            if test.outcome == Outcome.CRASHED and test.exception:
+                errors.append(test.exception)
     return errors[0] if errors else None
 
 

@@ -1,7 +1,8 @@
 """pytest plugin: what every test of a gate run did, written to one JSON record.
 
 Loaded with `-p lbfgs_gate.record --gate-record=PATH`. For each collected test the
-record holds its defect markers and a structured outcome (`Outcome`):
+record (its types and JSON: lbfgs_gate/run_record.py) holds its defect markers and a
+structured outcome (`Outcome`):
 
     reproduced  the call raised DefectObserved (or an exception group of nothing
                 else): the defect's own symptom, raised by a detector's check;
@@ -28,29 +29,19 @@ killed from outside (the session's time bound) still shows which test was runnin
 
 from __future__ import annotations
 
-import enum
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from lbfgs_gate.defects import DefectObserved
+from lbfgs_gate.run_record import Outcome, Record, dump, finish, take
 
 KEY = "lbfgs_gate"
 # --gate-defect-module=FILE=NAME marks every test of a file with a defect: optax's
 # own test files do not know the project's markers (the modules the series adds).
 OPTION_MODULES = "--gate-defect-module"
-PHASES = ("setup", "call", "teardown")
-
-
-class Outcome(enum.StrEnum):
-    REPRODUCED = "reproduced"
-    PASSED = "passed"
-    CRASHED = "crashed"
-    SKIPPED = "skipped"
-    NOT_RUN = "not run"
 
 
 def pytest_addoption(parser):
@@ -195,22 +186,16 @@ def pytest_runtest_makereport(item, call):
     if call.when == "call":
         entry["hypothesis"] = _hypothesis_settings(item)
         entry["examples"] = item.stash.get(_EXAMPLES, None)
-        entry["duration"] = round(call.duration, 3)
     report.user_properties.append((KEY, json.dumps(entry)))
 
 
 class Recorder:
     """Lives in the process that reports (the xdist controller, or the only one)."""
 
-    def __init__(self, config, path: Path):
-        self.config = config
+    def __init__(self, path: Path):
         self.path = path
         self.progress = Path(f"{path}.progress")
-        self.tests: dict[str, dict] = {}
-        self.collection_errors: list[str] = []
-        self.crashed_workers: list[str] = []
-        self.inventory: dict[str, list[str]] = {}
-        self.compiles: dict[str, float] = {}
+        self.record = Record()
 
     def _log(self, entry: dict) -> None:
         with open(self.progress, "a") as progress:
@@ -229,38 +214,24 @@ class Recorder:
                     "exception": "worker crashed",
                     "message": str(report.longrepr).strip().splitlines()[-1][:300] if report.longrepr else "",
                 }
-                self.crashed_workers.append(report.nodeid)
+                self.record.crashed_workers.append(report.nodeid)
             else:
                 return
         else:
             entry = entries[-1]
         entry["at"] = round(time.time(), 3)
         self._log(entry)
-        self._take(entry)
-
-    def _take(self, entry: dict) -> None:
-        test = self.tests.setdefault(entry["nodeid"], {"defects": entry.get("defects", []), "phases": {}})
-        test["phases"][entry["when"]] = entry["kind"]
-        for field in ("hypothesis", "examples", "duration"):
-            if entry.get(field) is not None:
-                test[field] = entry[field]
-        # The first phase that did not pass decides the outcome.
-        if "outcome" not in test and entry["kind"] != Outcome.PASSED:
-            test.update(
-                outcome=entry["kind"],
-                phase=entry["when"],
-                exception=entry.get("exception", ""),
-                message=entry.get("message", ""),
-                report=entry.get("report", ""),
-            )
+        take(self.record.tests, entry, str(self.progress))
 
     def pytest_collectreport(self, report):
         if report.failed:
             lines = [line for line in str(report.longrepr).splitlines() if line.strip()]
-            self.collection_errors.append(f"{report.nodeid or '<session>'}: {lines[-1].strip() if lines else '?'}")
+            self.record.collection_errors.append(
+                f"{report.nodeid or '<session>'}: {lines[-1].strip() if lines else '?'}"
+            )
 
     def pytest_collection_modifyitems(self, config, items):
-        self.inventory.update(config.stash.get(_INVENTORY, {}))
+        self.record.inventory.update(config.stash.get(_INVENTORY, {}))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error):
@@ -268,72 +239,13 @@ class Recorder:
         sent = getattr(node, "workeroutput", {}).get(KEY)
         if sent:
             data = json.loads(sent)
-            self.inventory.update(data["inventory"])
-            _add(self.compiles, data["compiles"])
+            self.record.inventory.update(data["inventory"])
+            _add(self.record.compiles, data["compiles"])
 
     def pytest_sessionfinish(self, session, exitstatus):
-        _add(self.compiles, _compiles)  # this process's own (no xdist: all of them)
-        record = finish(
-            {
-                "exitstatus": int(exitstatus),
-                "compiles": self.compiles,
-                "inventory": self.inventory,
-                "tests": self.tests,
-                "collection_errors": self.collection_errors,
-                "crashed_workers": self.crashed_workers,
-                "workers": os.environ.get("PYTEST_XDIST_WORKER_COUNT", "") or None,
-            }
-        )
-        self.path.write_text(json.dumps(record, indent=1) + "\n")
-
-
-def finish(record: dict) -> dict:
-    """Outcomes from the evidence: a test is passed only when its setup, call and teardown
-    all reported and passed; one whose reports stopped arriving crashed; xdist's report
-    of a crashed worker (node id with "@GROUP") is matched to the test as collected."""
-    tests, inventory = record["tests"], record["inventory"]
-    for nodeid in list(tests):
-        plain = nodeid.rsplit("@", 1)[0]
-        if nodeid not in inventory and plain in inventory:
-            test = tests.pop(nodeid)
-            if plain in tests:
-                tests[plain]["phases"].update(test["phases"])
-                if test.get("outcome") and tests[plain].get("outcome") in (None, Outcome.PASSED):
-                    tests[plain].update({k: v for k, v in test.items() if k != "phases"})
-            else:
-                tests[plain] = test
-    for nodeid, test in tests.items():
-        if not test.get("defects") and nodeid in inventory:
-            test["defects"] = inventory[nodeid]
-        if test.get("outcome"):
-            continue
-        missing = [phase for phase in PHASES if phase not in test["phases"]]
-        if missing:
-            test.update(
-                outcome=Outcome.CRASHED,
-                phase=missing[0],
-                exception="no report",
-                message=f"its {missing[0]} never reported: the process running it died or the run was interrupted",
-                report="",
-            )
-        else:
-            test["outcome"] = Outcome.PASSED
-    return record
-
-
-def load_progress(path: Path, inventory: dict | None = None) -> dict:
-    """The record of a run killed from outside, rebuilt from what its controller logged."""
-    record = {"inventory": inventory or {}, "tests": {}, "collection_errors": [], "compiles": {}}
-    progress = Path(f"{path}.progress")
-    recorder = Recorder.__new__(Recorder)
-    recorder.tests = record["tests"]
-    if progress.is_file():
-        for line in progress.read_text().splitlines():
-            if line.strip():
-                recorder._take(json.loads(line))
-    running = [n for n, t in record["tests"].items() if "teardown" not in t["phases"] and "outcome" not in t]
-    record["running"] = running
-    return finish(record)
+        _add(self.record.compiles, _compiles)  # this process's own (no xdist: all of them)
+        self.record.exitstatus = int(exitstatus)
+        dump(finish(self.record), self.path)
 
 
 def _add(total: dict, part: dict) -> None:
@@ -389,4 +301,4 @@ def pytest_configure(config):
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f"{path.name}*"):
             stale.unlink()  # a previous run's record must never pass for this run's
-        config.pluginmanager.register(Recorder(config, path), "lbfgs_gate-recorder")
+        config.pluginmanager.register(Recorder(path), "lbfgs_gate-recorder")

@@ -18,9 +18,11 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from lbfgs_gate import PROJECT_ROOT, SUITE_DIR, GateError, work_dir
+from lbfgs_gate.run_record import Record, load_progress
 from lbfgs_gate.verdict import PROFILE, load_record
 
 SUITE = "lbfgs_gate/suite"
@@ -158,9 +160,9 @@ def run(
     label: str | None = None,
     time_bound: float = RUN_TIMEOUT,
     test_timeout: float = TEST_TIMEOUT,
-) -> dict:
-    """One recorded pytest run; returns its record (lbfgs_gate.record's JSON) with pytest's
-    exit status ("returncode") and, for a run killed at its time bound, "timed_out"."""
+) -> Record:
+    """One recorded pytest run; returns its record with pytest's exit status and, for a run
+    killed at its time bound, that bound."""
     reports.mkdir(parents=True, exist_ok=True)
     record, log = reports / f"record-{name}.json", reports / f"pytest-{name}.log"
     junit = reports / ("junit.xml" if name == "suite" else f"junit-{name}.xml")
@@ -215,15 +217,13 @@ def run(
             process.wait()
             raise
     if timed_out is not None:
-        from lbfgs_gate.record import load_progress
-
         record.unlink(missing_ok=True)  # whatever a killed run left is not its record
         result = load_progress(record)
-        result.update(returncode=code, timed_out=timed_out)
+        result.exitstatus, result.timed_out = code, timed_out
         print(f"  killed at the time bound of {timed_out:g} s", flush=True)
         return result
     result = load_record(record, name, code)
-    if code not in (0, 1) and not result.get("tests"):
+    if code not in (0, 1) and not result.tests:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise GateError(f"pytest could not run ({name}, exit {code}): {' / '.join(tail)}; see {log}")
     return result
@@ -267,7 +267,7 @@ def run_with_optax_tests(
     args: list[str] = (),
     python: Path | str = sys.executable,
     env_extra: dict | None = None,
-) -> dict[str, dict]:
+) -> dict[str, Record]:
     """The suite and optax's own test files in one pytest run, one pool of workers (one
     import of jax per worker, both cores busy to the end); the record split by source:
     {"suite": ..., "optax": ...}. `defect_modules` marks the tests of a file (by name) as
@@ -291,11 +291,11 @@ def run_with_optax_tests(
         ("suite", lambda nodeid: not nodeid.startswith(prefix)),
         ("optax", lambda nodeid: nodeid.startswith(prefix)),
     ):
-        split[source] = {
-            **record,
-            "inventory": {k: v for k, v in record.get("inventory", {}).items() if keep(k)},
-            "tests": {k: v for k, v in record.get("tests", {}).items() if keep(k)},
-            "collection_errors": [e for e in record.get("collection_errors", []) if keep(e)],
-        }
-    split["optax"]["compiles"] = {}  # one process pool: the counts are the suite's record's
+        split[source] = replace(
+            record,
+            inventory={k: v for k, v in record.inventory.items() if keep(k)},
+            tests={k: v for k, v in record.tests.items() if keep(k)},
+            collection_errors=[e for e in record.collection_errors if keep(e)],
+        )
+    split["optax"].compiles = {}  # one process pool: the counts are the suite's record's
     return split

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lbfgs_gate import runner, verdict
+from lbfgs_gate.run_record import Record
 
 
 class Phases:
@@ -80,7 +81,7 @@ def run_session(
     *,
     write: bool = True,
     show: bool = True,
-) -> tuple[verdict.Verdict, dict[str, dict]]:
+) -> tuple[verdict.Verdict, dict[str, Record]]:
     """Runs the plan, judges it; writes verdict.json and report.md (unless `write` is off: the
     fork gate writes its own) and prints the table (unless `show` is off). (verdict, records)."""
     phases = phases or Phases()
@@ -116,7 +117,7 @@ def run_session(
         if judged.reasons:
             judged.verdict = "red"
     if write:
-        compiles = {source: record.get("compiles", {}) for source, record in records.items()}
+        compiles = {source: record.compiles for source, record in records.items()}
         extra = {"optax": plan.optax, "phases": phases.seconds, "compiles": compiles}
         verdict.write(judged, reports, [f"optax under test: {plan.optax}", *plan.context], extra)
     if show:

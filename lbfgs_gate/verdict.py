@@ -1,4 +1,4 @@
-"""The gate's verdict: records of what each test did (lbfgs_gate/record.py) in, one decision out.
+"""The gate's verdict: records of what each test did (lbfgs_gate/run_record.py) in, one decision out.
 
 Every session that judges (unpatched, patched, upstream, matrix, fork) calls `judge`;
 nothing else decides. The rules:
@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lbfgs_gate import defects as registry
+from lbfgs_gate.run_record import HypothesisSettings, Outcome, Record, TestRecord, load, load_progress
 
 PROFILE = "ci"
 MIN_EXAMPLES = 200
@@ -126,12 +127,12 @@ class Verdict:
         return document
 
 
-def _count(row: Row, outcome: str, source: str) -> None:
+def _count(row: Row, outcome: Outcome, source: str) -> None:
     if source == "optax":
         row.optax_tests += 1
-        if outcome == "reproduced":
+        if outcome == Outcome.REPRODUCED:
             row.optax_reproduced += 1
-        elif outcome == "passed":
+        elif outcome == Outcome.PASSED:
             row.optax_passed += 1
         else:
             # Crashes of optax-side tests are counted with the suite's: one column each.
@@ -141,13 +142,12 @@ def _count(row: Row, outcome: str, source: str) -> None:
     setattr(row, outcome.replace(" ", "_"), getattr(row, outcome.replace(" ", "_")) + 1)
 
 
-def _describe(nodeid: str, test: dict) -> str:
-    what = test.get("outcome", "not run")
-    detail = ": ".join(part for part in (test.get("exception"), test.get("message")) if part)
-    return f"{nodeid} {what}" + (f" in {test['phase']} ({detail})" if test.get("phase") else "")
+def _describe(test: TestRecord) -> str:
+    detail = ": ".join(part for part in (test.exception, test.message) if part)
+    return f"{test.nodeid} {test.outcome}" + (f" in {test.phase} ({detail})" if test.phase else "")
 
 
-def judge(session: str, records: dict[str, dict], expectation: Expectation) -> Verdict:
+def judge(session: str, records: dict[str, Record], expectation: Expectation) -> Verdict:
     """The verdict of one session from its records ({"suite": record, "optax": record})."""
     reasons: list[str] = []
     rows = {name: Row(expectation.of(name)) for name in registry.DEFECTS}
@@ -155,66 +155,65 @@ def judge(session: str, records: dict[str, dict], expectation: Expectation) -> V
     examples: dict[str, dict] = {}
     profiles: set[str] = set()
     for source, record in records.items():
-        inventory = record.get("inventory", {})
-        tests = record.get("tests", {})
+        inventory, tests = record.inventory, record.tests
         label = SOURCES.get(source, source)
         reasons += _run_reasons(label, record)
         if not inventory:
             reasons.append(f"{label}: no test was collected")
         elif source == "suite" and expectation.inventory is not None:
             reasons += _inventory_reasons(inventory, expectation)
-        for error in record.get("collection_errors", []):
+        for error in record.collection_errors:
             reasons.append(f"{label}: collection error: {error}")
         for nodeid in sorted(set(inventory) | set(tests)):
-            test = tests.get(nodeid, {"outcome": "not run"})
-            names = inventory.get(nodeid, test.get("defects", []))
+            test = tests.get(nodeid) or TestRecord(nodeid, outcome=Outcome.NOT_RUN)
+            names = inventory.get(nodeid, test.defects)
             unknown = [name for name in names if name not in registry.DEFECTS]
             if unknown:
                 reasons.append(f"{nodeid} is marked with unknown defect {unknown[0]!r}")
                 continue
-            outcome = test["outcome"]
-            if not names and expectation.detectors_only and outcome == "not run":
+            outcome = test.outcome
+            if not names and expectation.detectors_only and outcome == Outcome.NOT_RUN:
                 continue  # the matrix runs the detectors only
             counts["total"] += 1
             counts[outcome] += 1
-            settings = test.get("hypothesis")
+            settings = test.hypothesis
             if settings:
-                profiles.add(settings["profile"] or "none")
-                examples[nodeid] = test.get("examples") or {}
+                profiles.add(settings.profile or "none")
+                examples[nodeid] = test.examples or {}
                 if expectation.profile and (
-                    settings["profile"] != expectation.profile
-                    or not settings["derandomize"]
-                    or settings["max_examples"] < MIN_EXAMPLES
-                    or settings["report_multiple_bugs"]
+                    settings.profile != expectation.profile
+                    or not settings.derandomize
+                    or settings.max_examples < MIN_EXAMPLES
+                    or settings.report_multiple_bugs
                 ):
                     reasons.append(
-                        f"{nodeid} ran under hypothesis profile {settings['profile']!r} "
-                        f"(max_examples {settings['max_examples']}, derandomize {settings['derandomize']}, "
-                        f"report_multiple_bugs {settings['report_multiple_bugs']}): the gate requires "
+                        f"{nodeid} ran under hypothesis profile {settings.profile!r} "
+                        f"(max_examples {settings.max_examples}, derandomize {settings.derandomize}, "
+                        f"report_multiple_bugs {settings.report_multiple_bugs}): the gate requires "
                         f"profile {expectation.profile!r}, derandomized, >= {MIN_EXAMPLES} examples, one bug reported"
                     )
-            if settings and outcome == "passed":
-                reasons += _search_reasons(nodeid, settings, test.get("examples") or {})
+            if settings and outcome == Outcome.PASSED:
+                reasons += _search_reasons(nodeid, settings, test.examples or {})
             for name in names:
                 _count(rows[name], outcome, source)
             if not names:
                 # optax's own tests may skip what this machine lacks (several devices, say).
-                if outcome != "passed" and not (outcome == "skipped" and source == "optax"):
-                    reasons.append(f"PASS_TO_PASS {_describe(nodeid, test)}")
+                if outcome != Outcome.PASSED and not (outcome == Outcome.SKIPPED and source == "optax"):
+                    reasons.append(f"PASS_TO_PASS {_describe(test)}")
                 continue
-            if outcome in ("crashed", "skipped", "not run"):
-                reasons.append(f"{_describe(nodeid, test)}: not a detection")
+            if outcome in (Outcome.CRASHED, Outcome.SKIPPED, Outcome.NOT_RUN):
+                reasons.append(f"{_describe(test)}: not a detection")
                 continue
             wanted = expectation.wants(names)
-            if wanted == "reproduced" and outcome != "reproduced":
+            if wanted == "reproduced" and outcome != Outcome.REPRODUCED:
                 reasons.append(f"{', '.join(names)}: {nodeid} passed: it no longer detects its defect")
-            elif wanted == "passed" and outcome != "passed":
-                reasons.append(f"{', '.join(names)} present: {_describe(nodeid, test)}")
+            elif wanted == "passed" and outcome != Outcome.PASSED:
+                reasons.append(f"{', '.join(names)} present: {_describe(test)}")
     for name, row in rows.items():
         row.outcome = _outcome(row, expectation.of(name))
         expected = expectation.of(name)
         if row.detectors == 0 and expected in ("present", "limit (present)", "absent"):
-            if any(record.get("inventory") for record in records.values()):
+            if any(record.inventory for record in records.values()):
                 reasons.append(f"{name}: no detector ran in the suite")
         if expectation.measure and row.outcome.startswith("not measured"):
             reasons.append(f"{name}: {row.outcome}")
@@ -231,21 +230,21 @@ def judge(session: str, records: dict[str, dict], expectation: Expectation) -> V
     )
 
 
-def _run_reasons(label: str, record: dict) -> list[str]:
+def _run_reasons(label: str, record: Record) -> list[str]:
     """What the run as a whole says, whatever its tests' records say."""
     reasons = []
-    if record.get("timed_out"):
-        running = ", ".join(record.get("running") or []) or "no test (between tests)"
+    if record.timed_out:
+        running = ", ".join(record.running) or "no test (between tests)"
         reasons.append(
-            f"{label}: the run hit its time bound of {record['timed_out']} s and was killed while running {running}"
+            f"{label}: the run hit its time bound of {record.timed_out} s and was killed while running {running}"
         )
-    code = record.get("returncode")
-    if code not in (0, 1) and not record.get("timed_out"):
+    code = record.exitstatus
+    if code not in (0, 1) and not record.timed_out:
         what = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}.get(
             code, "no exit status"
         )
         reasons.append(f"{label}: pytest exited with status {code} ({what}): only 0 or 1 ends a complete run")
-    for nodeid in record.get("crashed_workers", []):
+    for nodeid in record.crashed_workers:
         reasons.append(f"{label}: the worker running {nodeid} died")
     return reasons
 
@@ -276,10 +275,10 @@ def _inventory_reasons(collected: dict[str, list[str]], expectation: Expectation
     return reasons
 
 
-def _search_reasons(nodeid: str, settings: dict, examples: dict) -> list[str]:
+def _search_reasons(nodeid: str, settings: HypothesisSettings, examples: dict[str, int]) -> list[str]:
     """A property that passed must have searched."""
-    if "generate" not in settings.get("phases", []) or not examples.get("generated"):
-        return [f"{nodeid} passed without its generate phase (phases {settings.get('phases')}): it did not search"]
+    if "generate" not in settings.phases or not examples.get("generated"):
+        return [f"{nodeid} passed without its generate phase (phases {settings.phases}): it did not search"]
     valid, discarded = examples.get("valid", 0), examples.get("invalid", 0)
     if valid < MIN_EXAMPLES:
         return [f"{nodeid} passed on {valid} valid examples: the gate requires >= {MIN_EXAMPLES}"]
@@ -398,15 +397,13 @@ def write(verdict: Verdict, folder: Path, context: list[str] = (), extra: dict |
     (folder / "report.md").write_text(markdown(verdict, context))
 
 
-def load_record(path: Path, label: str, returncode: int | None) -> dict:
-    """A record written by lbfgs_gate.record, with pytest's exit status; a missing one is an
-    empty run (red), rebuilt from the progress its controller logged where there is one."""
+def load_record(path: Path, label: str, returncode: int | None) -> Record:
+    """A record written by lbfgs_gate.record, with its process's exit status; a missing one is
+    an empty run (red), rebuilt from the progress its controller logged where there is one."""
     if not Path(path).is_file():
-        from lbfgs_gate.record import load_progress
-
         record = load_progress(Path(path))
-        record["collection_errors"] = [f"{label}: pytest wrote no record (exit {returncode})"]
+        record.collection_errors = [f"{label}: pytest wrote no record (exit {returncode})"]
     else:
-        record = json.loads(Path(path).read_text())
-    record["returncode"] = returncode
+        record = load(path)
+    record.exitstatus = returncode
     return record

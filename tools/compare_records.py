@@ -13,22 +13,24 @@ valid and discarded examples in both; 1 otherwise, listing the differences.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lbfgs_gate.run_record import Record, load  # noqa: E402
 
-def differences(a: dict, b: dict) -> list[str]:
+
+def differences(a: Record, b: Record) -> list[str]:
     found = []
-    for nodeid in sorted(set(a["tests"]) | set(b["tests"])):
-        left, right = a["tests"].get(nodeid), b["tests"].get(nodeid)
+    for nodeid in sorted(set(a.tests) | set(b.tests)):
+        left, right = a.tests.get(nodeid), b.tests.get(nodeid)
         if left is None or right is None:
             found.append(f"{nodeid}: only in {'the second' if left is None else 'the first'} run")
             continue
-        if left["outcome"] != right["outcome"]:
-            found.append(f"{nodeid}: {left['outcome']} != {right['outcome']}")
-        if left.get("examples") != right.get("examples"):
-            found.append(f"{nodeid}: examples {left.get('examples')} != {right.get('examples')}")
+        if left.outcome != right.outcome:
+            found.append(f"{nodeid}: {left.outcome} != {right.outcome}")
+        if left.examples != right.examples:
+            found.append(f"{nodeid}: examples {left.examples} != {right.examples}")
     return found
 
 
@@ -36,9 +38,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python tools/compare_records.py RECORD_A RECORD_B", file=sys.stderr)
         return 2
-    a, b = (json.loads(Path(path).read_text()) for path in argv)
+    a, b = (load(Path(path)) for path in argv)
     found = differences(a, b)
-    print(f"{len(a['tests'])} and {len(b['tests'])} tests; {len(found)} differences")
+    print(f"{len(a.tests)} and {len(b.tests)} tests; {len(found)} differences")
     for line in found:
         print(f"  {line}")
     return 1 if found else 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lbfgs_gate import PATCHES_DIR, defects, series
 from lbfgs_gate.fork.source import GATE_IDENTITY, Checkout, _git, _last_line, local_checkout
+from lbfgs_gate.run_record import Outcome, Record
 
 STATE_LABELS = {
     "applied": "already applied",
@@ -99,7 +100,7 @@ def _advice(patch: Path, status: series.Status | None, checkout: Checkout) -> tu
 
 
 def find_defects(
-    judged, records: dict, statuses: list[series.Status], paths: dict[str, Path], checkout: Checkout
+    judged, records: dict[str, Record], statuses: list[series.Status], paths: dict[str, Path], checkout: Checkout
 ) -> list[DefectFinding]:
     """The patchable defects the verdict found present, each with the patch and command that fix
     it, the detectors that reproduced it and the shortest report among theirs (the smallest problem)."""
@@ -117,18 +118,15 @@ def find_defects(
             status.state if status else "not in the series",
             *_advice(paths.get(defect.patch, PATCHES_DIR / defect.patch), status, checkout),
         )
-        reproduced = {
-            nodeid: test
+        reproduced = [
+            test
             for record in records.values()
-            for nodeid, test in record.get("tests", {}).items()
-            if name in test.get("defects", []) and test.get("outcome") == "reproduced"
-        }
-        finding.tests = sorted(reproduced)
+            for test in record.tests.values()
+            if name in test.defects and test.outcome == Outcome.REPRODUCED
+        ]
+        finding.tests = sorted(test.nodeid for test in reproduced)
         if reproduced:
-            nodeid, test = min(
-                reproduced.items(),
-                key=lambda item: (len(item[1].get("report", "").splitlines()), len(item[1].get("report", ""))),
-            )
-            finding.example = {"test": nodeid, "message": test.get("report") or test.get("message", "")}
+            test = min(reproduced, key=lambda test: (len(test.report.splitlines()), len(test.report)))
+            finding.example = {"test": test.nodeid, "message": test.report or test.message}
         findings.append(finding)
     return findings

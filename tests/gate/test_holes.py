@@ -4,11 +4,10 @@ Generated suites run by pytest itself (pytester), as in test_verdict.py; the run
 own bounds and environment are tried through lbfgs_gate.runner.
 """
 
-import json
-
 import pytest
 
-from lbfgs_gate import GateError, runner, verdict
+from lbfgs_gate import GateError, run_record, runner, verdict
+from lbfgs_gate.run_record import Outcome, Record
 from tests.gate import test_verdict
 from tests.gate.test_verdict import CONFTEST, PATCHED, SEED_DETECTOR, UNPATCHED
 
@@ -51,26 +50,28 @@ def test_run_that_stops_in_the_last_detector_is_red(judge, body):
     assert result.defects["seed-leak"].passed == 0
 
 
+def _one_passed(**run) -> Record:
+    test = run_record.TestRecord("t::a", outcome=Outcome.PASSED)
+    return Record(inventory={"t::a": []}, tests={"t::a": test}, **run)
+
+
 def test_interrupted_exit_status_is_red_whatever_the_record_says():
-    record = {"inventory": {"t::a": []}, "tests": {"t::a": {"defects": [], "outcome": "passed"}}, "returncode": 2}
+    record = _one_passed(exitstatus=2)
     result = verdict.judge("patched", {"suite": record}, verdict.Expectation())
     assert result.verdict == "red"
     assert any("exited with status 2 (interrupted)" in r for r in result.reasons)
 
 
 def test_record_without_exit_status_is_red():
-    record = {"inventory": {"t::a": []}, "tests": {"t::a": {"defects": [], "outcome": "passed"}}}
-    assert verdict.judge("patched", {"suite": record}, verdict.Expectation()).verdict == "red"
+    assert verdict.judge("patched", {"suite": _one_passed()}, verdict.Expectation()).verdict == "red"
 
 
 def test_passed_needs_every_phase_reported():
-    from lbfgs_gate.record import finish
-
-    record = finish(
-        {"inventory": {"t::a": []}, "tests": {"t::a": {"defects": [], "phases": {"setup": "passed", "call": "passed"}}}}
-    )
-    assert record["tests"]["t::a"]["outcome"] == "crashed"
-    assert "teardown never reported" in record["tests"]["t::a"]["message"]
+    phases = {"setup": Outcome.PASSED, "call": Outcome.PASSED}
+    test = run_record.TestRecord("t::a", phases=phases)
+    record = run_record.finish(Record(inventory={"t::a": []}, tests={"t::a": test}))
+    assert record.tests["t::a"].outcome == Outcome.CRASHED
+    assert "teardown never reported" in record.tests["t::a"].message
 
 
 # --- 2. bounded time ---------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def test_test_that_hangs_is_a_crash_named_in_the_record(tmp_path):
     record = runner.run(
         ["test_slow.py"], reports=tmp_path / "reports", name="suite", patch_state="t", cwd=tmp_path, test_timeout=2
     )
-    assert record["tests"]["test_slow.py::test_hangs"]["outcome"] == "crashed"
+    assert record.tests["test_slow.py::test_hangs"].outcome == Outcome.CRASHED
     result = verdict.judge("patched", {"suite": record}, verdict.Expectation())
     assert result.verdict == "red"
     assert any("test_hangs" in r for r in result.reasons)
@@ -104,7 +105,7 @@ def test_run_past_its_time_bound_is_killed_red_naming_the_running_test(tmp_path)
         time_bound=8,
         test_timeout=120,
     )
-    assert record["timed_out"] == 8 and record["running"] == ["test_slow.py::test_hangs"]
+    assert record.timed_out == 8 and record.running == ["test_slow.py::test_hangs"]
     result = verdict.judge("patched", {"suite": record}, verdict.Expectation())
     assert result.verdict == "red"
     assert "time bound of 8 s" in result.reasons[0] and "test_slow.py::test_hangs" in result.reasons[0]
@@ -125,8 +126,7 @@ def test_ignored_file_is_red_against_the_inventory(judge, pytester):
     pytester.makepyfile(test_primal="def test_primal_identity():\n    pass\n")
     first = judge("", PATCHED, session="patched", symptoms=False)
     assert first.verdict == "green", first.reasons
-    record = json.loads((pytester.path / "record.json").read_text())
-    inventory = record["inventory"]
+    inventory = run_record.load(pytester.path / "record.json").inventory
     ignored = judge("", verdict.Expectation(inventory=inventory), "--ignore=test_primal.py", symptoms=False)
     assert ignored.verdict == "red"
     assert any("test_primal.py::test_primal_identity" in r and "not collected" in r for r in ignored.reasons)
@@ -134,14 +134,11 @@ def test_ignored_file_is_red_against_the_inventory(judge, pytester):
 
 def test_marker_changed_is_red(judge, pytester):
     first = judge("", PATCHED, session="patched", symptoms=False)
-    inventory = json.loads((pytester.path / "record.json").read_text())["inventory"]
+    record = verdict.load_record(pytester.path / "record.json", "suite", 0)
+    inventory = dict(record.inventory)
     nodeid = next(k for k, v in inventory.items() if v == ["seed-leak"])
     inventory[nodeid] = ["memory-leak"]
-    result = verdict.judge(
-        "patched",
-        {"suite": json.loads((pytester.path / "record.json").read_text()) | {"returncode": 0}},
-        verdict.Expectation(inventory=inventory),
-    )
+    result = verdict.judge("patched", {"suite": record}, verdict.Expectation(inventory=inventory))
     assert first.verdict == "green" and result.verdict == "red"
     assert any("is marked ['seed-leak'], the inventory says ['memory-leak']" in r for r in result.reasons)
 

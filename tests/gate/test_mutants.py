@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from lbfgs_gate import PATCHES_DIR, inventory, mutants, sdist, series, tree
+from lbfgs_gate import PATCHES_DIR, inventory, mutants, run_record, sdist, series, tree
+from lbfgs_gate.run_record import Outcome, Record
 
 SERIES = PATCHES_DIR / "series"
 
@@ -213,14 +214,15 @@ def test_a_hunk_of_docstrings_only_is_told_from_a_hunk_of_code(sdist_dir, tmp_pa
 
 
 def test_a_mutant_whose_detectors_raise_another_error_breaks_the_code():
-    record = {
-        "inventory": {"a": ["memory-leak"], "b": ["memory-leak"], "c": ["seed-leak"]},
-        "tests": {
-            "a": {"outcome": "crashed", "exception": "NameError"},
-            "b": {"outcome": "passed"},
-            "c": {"outcome": "reproduced"},
-        },
-    }
+    tests = [
+        run_record.TestRecord("a", outcome=Outcome.CRASHED, exception="NameError"),
+        run_record.TestRecord("b", outcome=Outcome.PASSED),
+        run_record.TestRecord("c", outcome=Outcome.REPRODUCED),
+    ]
+    record = Record(
+        inventory={"a": ["memory-leak"], "b": ["memory-leak"], "c": ["seed-leak"]},
+        tests={test.nodeid: test for test in tests},
+    )
     assert mutants.breaks({"suite": record}, "memory-leak") == "NameError"
-    record["tests"]["b"] = {"outcome": "reproduced"}
+    record.tests["b"].outcome = Outcome.REPRODUCED
     assert mutants.breaks({"suite": record}, "memory-leak") is None  # the symptom: caught, not broken
