@@ -99,6 +99,32 @@ DEFECTS = {
 }
 
 
+@dataclass(frozen=True)
+class Option:
+    """A patch of the series that fixes no defect: it adds an argument to optax."""
+
+    argument: str
+    summary: str
+    patch: str
+    # Its PASS_TO_PASS tests in the suite (lbfgs_gate/suite), one module.
+    tests: str
+
+
+OPTIONS = {
+    o.patch: o
+    for o in (
+        Option(
+            "exact_unroll_derivatives",
+            "scale_by_lbfgs, scale_by_zoom_linesearch and lbfgs take exact_unroll_derivatives=True: "
+            "derivatives flow through the heuristics the series holds constant, so the derivative of a "
+            "short unroll is that of its steps (meta-learning), as on 0.2.4 as published",
+            "0007-lbfgs-exact-unroll-derivatives-on-request.patch",
+            "test_exact_unrolls.py",
+        ),
+    )
+}
+
+
 def parse_names(text: str) -> list[str]:
     """Splits a comma-separated list of defect names, rejecting unknown ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]

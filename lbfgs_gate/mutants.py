@@ -201,12 +201,23 @@ def prefixes(statuses) -> list[Stage]:
     """One stage per patch applied to the release, in series order."""
     stages, sources, fixed = [], [], set()
     for status in statuses:
+        if status.patch in defects.OPTIONS:
+            # An option fixes no defect: no stage (see `options_not_mutated`); applied for later stages.
+            if status.state == "applies":
+                sources.append(status.source)
+            continue
         fixed.add(defect_of(status.patch))  # a patch already upstream: its defect is not in the release
         if status.state != "applies":
             continue
         sources.append(status.source)
         stages.append(Stage(status.patch, status.source, defect_of(status.patch), tuple(sources), frozenset(fixed)))
     return stages
+
+
+def options_not_mutated(statuses) -> list[str]:
+    """The option patches applied (defects.OPTIONS): mutants judges fixes against their defect's
+    detectors; an option has none, so its hunks are not reversed here."""
+    return [s.patch for s in statuses if s.patch in defects.OPTIONS and s.state == "applies"]
 
 
 def stage_hunks(stage: Stage, series_file: Path) -> list[Hunk]:
@@ -476,6 +487,9 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
     stages = prefixes(build.statuses)
     hunks = {stage.patch: stage_hunks(stage, series_file) for stage in stages}
     print(f"{sum(map(len, hunks.values()))} library hunks in the series as applied to optax {release}", flush=True)
+    not_mutated = options_not_mutated(build.statuses)
+    for patch in not_mutated:
+        print(f"{patch}: an option, not a fix: not mutated (its PASS_TO_PASS tests judge it in `patched`)")
     rows, documentation = [], []
     try:
         for stage in stages:
@@ -493,6 +507,7 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
         rows,
         reasons,
         documentation=documentation,
+        options_not_mutated=not_mutated,
         release=release,
         optax=build.label,
         fingerprint=fingerprint(series_file),

@@ -183,3 +183,15 @@ def series_test_modules(build: Build, series_file: Path) -> dict[str, str]:
             if file.endswith("_test.py") and status.patch in by_patch:
                 modules[file] = by_patch[status.patch]
     return modules
+
+
+def option_test_modules(build: Build, series_file: Path) -> list[str]:
+    """The test modules the applied option patches add to optax (defects.OPTIONS): PASS_TO_PASS."""
+    from lbfgs_gate import defects
+
+    modules = []
+    for status in build.statuses:
+        if status.state == "applies" and status.patch in defects.OPTIONS:
+            info = series.read_patch(Path(series_file).parent / status.source)
+            modules += [file for file in info.files if file.endswith("_test.py")]
+    return modules

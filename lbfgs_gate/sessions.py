@@ -83,7 +83,7 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
         optax=build.label,
         expectation=verdict.Expectation(inventory=inventory.expected()),
         suite=[runner.SUITE],
-        optax_tests=(*modules, *UPSTREAM_TESTS),
+        optax_tests=(*modules, *pipeline.option_test_modules(build, series_file), *UPSTREAM_TESTS),
         tree=build.patched_tree,
         defect_modules={Path(m).name: d for m, d in modules.items()},
         env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)},

@@ -40,6 +40,11 @@ def parse() -> argparse.Namespace:
         default="notebook",
         help="the notebook's scale_by_lbfgs loop, or optax.lbfgs() steps on the same problem (forward mode only)",
     )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="build the solver with exact_unroll_derivatives=True (the series' opt-in, patch 0007)",
+    )
     return parser.parse_args()
 
 
@@ -51,6 +56,7 @@ import optax  # noqa: E402
 
 LR = 0.1
 DIM = 8
+OPTIONS = {"exact_unroll_derivatives": True} if args.exact else {}
 
 
 def notebook_problem():
@@ -67,7 +73,7 @@ def notebook_trajectory(w_opt, mat, w0, num_steps):
     def fun(w):
         return 0.5 * (w - w_opt).dot(mat.dot(w - w_opt))
 
-    opt = optax.scale_by_lbfgs()
+    opt = optax.scale_by_lbfgs(**OPTIONS)
 
     def body(carry, _):
         w, state = carry
@@ -86,7 +92,7 @@ def lbfgs_final(w_opt, mat, w0, num_steps):
     def fun(w):
         return 0.5 * (w - w_opt).dot(mat.dot(w - w_opt))
 
-    opt = optax.lbfgs()
+    opt = optax.lbfgs(**OPTIONS)
     value_and_grad = optax.value_and_grad_from_state(fun)
 
     def body(carry, _):
@@ -109,7 +115,7 @@ def main() -> None:
     w_opt, mat, w0 = notebook_problem()
     lam = np.linalg.eigvalsh(np.asarray(mat, np.float64))
     print(
-        f"optax {version('optax')}, jax {version('jax')}, {args.dtype}, loop {args.loop}, "
+        f"optax {version('optax')}, jax {version('jax')}, {args.dtype}, loop {args.loop} {OPTIONS}, "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; lr * lambda_max = {LR * lam[-1]:.3f}, "
         f"lambda_min = {lam[0]:.3g}"
     )

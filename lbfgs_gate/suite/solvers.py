@@ -31,6 +31,17 @@ def log_sum_exp_quadratic(A, b):
 OBJECTIVES = {"quadratic": quadratic, "log-sum-exp": log_sum_exp_quadratic}
 
 
+def exact_options(exact: bool, transformation=optax.lbfgs) -> dict:
+    """The arguments asking `transformation` for the exact derivative of an unroll (the
+    series' option `exact_unroll_derivatives`, patch 0007), where `exact` and where this
+    optax has it; else none. Without it, derivatives flow through the heuristics as this
+    optax computes them: as published, 0.2.4 gives the exact derivative of the steps (from
+    0.2.5 on the first step's scale is stopped); the series without 0007 does not."""
+    if exact and "exact_unroll_derivatives" in inspect.signature(transformation).parameters:
+        return {"exact_unroll_derivatives": True}
+    return {}
+
+
 def _lbfgs_step(fun, opt):
     value_and_grad = optax.value_and_grad_from_state(fun)
 
@@ -42,10 +53,11 @@ def _lbfgs_step(fun, opt):
     return step
 
 
-def lbfgs_trajectory(A, b, x0, *, num_steps: int, objective: str = "quadratic"):
-    """Iterates and values of `num_steps` steps of `optax.lbfgs()` (zoom linesearch)."""
+def lbfgs_trajectory(A, b, x0, *, num_steps: int, objective: str = "quadratic", exact: bool = False):
+    """Iterates and values of `num_steps` steps of `optax.lbfgs()` (zoom linesearch);
+    `exact`: with the exact derivative of the steps (`exact_options`)."""
     fun = OBJECTIVES[objective](A, b)
-    opt = optax.lbfgs()
+    opt = optax.lbfgs(**exact_options(exact))
     step = _lbfgs_step(fun, opt)
 
     def body(carry, _):
@@ -57,9 +69,9 @@ def lbfgs_trajectory(A, b, x0, *, num_steps: int, objective: str = "quadratic"):
     return iterates, values
 
 
-def lbfgs_fixed_steps(A, b, x0, *, num_steps: int, objective: str = "quadratic"):
+def lbfgs_fixed_steps(A, b, x0, *, num_steps: int, objective: str = "quadratic", exact: bool = False):
     """The iterate after `num_steps` steps of `optax.lbfgs()` (zoom linesearch)."""
-    iterates, _ = lbfgs_trajectory(A, b, x0, num_steps=num_steps, objective=objective)
+    iterates, _ = lbfgs_trajectory(A, b, x0, num_steps=num_steps, objective=objective, exact=exact)
     return iterates[-1]
 
 
@@ -103,21 +115,21 @@ def lbfgs_solve(
     return x, count, residual
 
 
-def scale_by_lbfgs_unroll(A, b, x0, *, num_steps: int, step_size: float = 0.5):
+def scale_by_lbfgs_unroll(A, b, x0, *, num_steps: int, step_size: float = 0.5, exact: bool = False):
     """`num_steps` of `chain(scale_by_lbfgs(), scale(-step_size))` in a `lax.scan`.
 
     No linesearch, so no while loop: this unroll can be differentiated in
     reverse mode.
     """
-    x, _ = scale_by_lbfgs_unroll_with_state(A, b, x0, num_steps=num_steps, step_size=step_size)
+    x, _ = scale_by_lbfgs_unroll_with_state(A, b, x0, num_steps=num_steps, step_size=step_size, exact=exact)
     return x
 
 
-def scale_by_lbfgs_unroll_with_state(A, b, x0, *, num_steps: int, step_size: float = 0.5):
+def scale_by_lbfgs_unroll_with_state(A, b, x0, *, num_steps: int, step_size: float = 0.5, exact: bool = False):
     """`scale_by_lbfgs_unroll`, returning the optimizer's final state with the iterate, as a
     loop that hands its state on (to warm-start the next solve, or to checkpoint) does."""
     fun = quadratic(A, b)
-    opt = optax.chain(optax.scale_by_lbfgs(), optax.scale(-step_size))
+    opt = optax.chain(optax.scale_by_lbfgs(**exact_options(exact, optax.scale_by_lbfgs)), optax.scale(-step_size))
 
     def body(carry, _):
         params, state = carry
@@ -135,7 +147,7 @@ def _zero_cotangent(leaf):
     return np.zeros(leaf.shape, jax.dtypes.float0)
 
 
-def notebook_unroll(A, b, x0, *, num_steps: int, learning_rate: float = 0.1):
+def notebook_unroll(A, b, x0, *, num_steps: int, learning_rate: float = 0.1, exact: bool = False):
     """The first loop of optax's examples/lbfgs.ipynb, in a `lax.scan`.
 
     f(w) = 1/2 (w - b)^T A (w - b), minimised at b (the notebook's `w_opt`), so that
@@ -146,7 +158,7 @@ def notebook_unroll(A, b, x0, *, num_steps: int, learning_rate: float = 0.1):
     def fun(w):
         return 0.5 * (w - b).dot(jnp.dot(A, w - b))
 
-    opt = optax.scale_by_lbfgs()
+    opt = optax.scale_by_lbfgs(**exact_options(exact, optax.scale_by_lbfgs))
 
     def body(carry, _):
         w, state = carry

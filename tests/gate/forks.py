@@ -20,6 +20,7 @@ P0003 = defects.DEFECTS["memory-leak"].patch
 P0004 = defects.DEFECTS["stepsize-leak"].patch
 P0005 = defects.DEFECTS["weight-underflow"].patch
 P0006 = defects.DEFECTS["stalled-memory-divergence"].patch
+P0007 = next(iter(defects.OPTIONS))
 
 # Commits made here must not depend on the machine's git configuration.
 GIT_ENV = {

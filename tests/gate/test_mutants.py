@@ -1,12 +1,13 @@
 """Mutants of the series: its hunks cut one by one, each reversed alone on the patched tree (no jax)."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
 
 import pytest
 
-from lbfgs_gate import PATCHES_DIR, inventory, mutants, run_record, sdist, series, tree
+from lbfgs_gate import PATCHES_DIR, defects, inventory, mutants, run_record, sdist, series, tree
 from lbfgs_gate.run_record import Outcome, Record
 
 SERIES = PATCHES_DIR / "series"
@@ -96,7 +97,11 @@ def test_the_hunk_0005_rewrote_the_context_of_is_reversed_with_less_context(sdis
     assert reversal.ok and "-C" in reversal.detail
     text = (tmp_path / "mutant" / weight.file).read_text()
     assert "1.0 / vdot_diff_params_updates" in text and "safe_vdot_diff_params_updates" not in text
-    assert "jax.lax.stop_gradient(\n        otu.tree_vdot(diff_updates, diff_params)" in text  # 0005 stays
+    # 0005 stays (0007 made its stop_gradient conditional on exact_unroll_derivatives).
+    assert (
+        "_stop_gradient_unless(\n        exact_unroll_derivatives,\n        otu.tree_vdot(diff_updates, diff_params)"
+        in text
+    )
 
 
 def test_a_hunk_that_is_not_in_the_tree_is_not_reversed_and_leaves_no_mutant(sdist_dir, tmp_path):
@@ -116,8 +121,12 @@ def test_each_stage_is_the_series_up_to_its_patch_and_each_hunk_reverses_on_it_e
     statuses = tree.statuses(patched)
     stages = mutants.prefixes(statuses)
     applied = [s for s in statuses if s.state == "applies"]
-    assert [stage.patch for stage in stages] == [s.patch for s in applied]
+    # Options (0007) fix no defect: no stage of their own, and they come last in the series.
+    fixes = [s for s in applied if s.patch not in defects.OPTIONS]
+    assert applied[: len(fixes)] == fixes
+    assert [stage.patch for stage in stages] == [s.patch for s in fixes]
     assert all(stage.sources == tuple(s.source for s in applied[: i + 1]) for i, stage in enumerate(stages))
+    assert mutants.options_not_mutated(statuses) == [s.patch for s in applied[len(fixes) :]]
     pristine = tmp_path / "pristine"
     sdist.unpack(sdist.fetch(release, sdist_dir), pristine)
     for stage in stages:
@@ -132,8 +141,9 @@ def test_each_stage_is_the_series_up_to_its_patch_and_each_hunk_reverses_on_it_e
             removed, added = mutants.changed_lines(prefix / hunk.file, mutant / hunk.file)
             assert (removed, added) == (hunk.added, hunk.removed), hunk.label
             shutil.rmtree(mutant)
-    # The last stage is the whole series: the patched tree, file for file.
-    last = mutants.build_prefix(pristine, stages[-1], SERIES, tmp_path / "stage")
+    # The last stage and the options after it are the whole series: the patched tree, file for file.
+    whole = dataclasses.replace(stages[-1], sources=tuple(s.source for s in applied))
+    last = mutants.build_prefix(pristine, whole, SERIES, tmp_path / "stage")
     assert all(
         (last / p.relative_to(patched)).read_bytes() == p.read_bytes() for p in (patched / "optax").rglob("*.py")
     )
@@ -202,12 +212,15 @@ def test_reports_are_cleared_before_the_release_is_checked(gate):
 
 def test_a_hunk_of_docstrings_only_is_told_from_a_hunk_of_code(sdist_dir, tmp_path):
     patched = _patched("0.2.4", sdist_dir)
-    stage = mutants.prefixes(tree.statuses(patched))[-1]  # 0006: the whole series
+    stage = mutants.prefixes(tree.statuses(patched))[-1]  # 0006: the series up to it
+    pristine = tmp_path / "pristine"
+    sdist.unpack(sdist.fetch("0.2.4", sdist_dir), pristine)
+    prefix = mutants.build_prefix(pristine, stage, SERIES, tmp_path / "stage")
     kinds = {}
     for hunk in mutants.stage_hunks(stage, SERIES):
         mutant = tmp_path / hunk.slug
-        assert mutants.build_mutant(patched, hunk, mutant).ok
-        kinds[hunk.index] = mutants.same_code(patched / hunk.file, mutant / hunk.file)
+        assert mutants.build_mutant(prefix, hunk, mutant).ok
+        kinds[hunk.index] = mutants.same_code(prefix / hunk.file, mutant / hunk.file)
     # 0006's first hunk documents the state's new fields; every other one changes code.
     first = min(kinds)
     assert kinds == {index: index == first for index in kinds} and len(kinds) == 8
