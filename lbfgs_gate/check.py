@@ -101,20 +101,33 @@ def release_of(version: str) -> str:
     return re.match(r"\d+(\.\d+)*", version).group(0)
 
 
-def patches_for(release: str, only: set[str] | None = None) -> list[Path]:
-    """The files of the series for `release`, in order: the variant made for it (or the nearest),
-    leaving out patches already upstream in it; only those of the defects in `only`, if given."""
-    chosen = []
+def patches_for(release: str, only: set[str] | None = None, tree: Path | None = None) -> list[Path]:
+    """The files of the series for `release`, in order, leaving out patches already upstream (or,
+    with `tree`, already applied there); only those of the defects in `only`, if given. Which
+    variant serves a published release is in the series' release table; `tree`, a checkout,
+    decides on its own files instead."""
+    if tree is not None:
+        statuses = series.series_status(tree, series.read_series(PATCHES_DIR / "series"), release)
+        where = f"the optax checkout {tree}"
+    else:
+        table = series.release_table()
+        if release not in table:
+            known = ", ".join(table) or "none"
+            raise GateError(
+                f"optax {release} is not a release the series was checked on ({known}): "
+                "pass --tree PATH/TO/optax to choose the patches on your checkout"
+            )
+        statuses = table[release]
+        where = f"optax {release}"
+    stuck = series.blocking(statuses)
+    if stuck is not None:
+        raise GateError(f"the series does not apply to {where}: {stuck.patch} {stuck.state} ({stuck.detail})")
     by_patch = {d.patch: d.name for d in defects.DEFECTS.values() if d.patch}
-    for patch in series.read_series(PATCHES_DIR / "series"):
-        info = series.read_patch(patch)
-        upstream = info.applied_upstream
-        if upstream and series.version_tuple(release) >= series.version_tuple(upstream):
-            continue
-        if only is not None and by_patch.get(patch.name) not in only:
-            continue
-        chosen.append(series.candidates(patch, release)[0])
-    return chosen
+    return [
+        PATCHES_DIR / status.source
+        for status in statuses
+        if status.state == "applies" and (only is None or by_patch.get(status.patch) in only)
+    ]
 
 
 def advice(judged: verdict.Verdict, version: str) -> list[str]:
@@ -141,6 +154,7 @@ def advice(judged: verdict.Verdict, version: str) -> list[str]:
             "",
             f"To apply the series to a checkout of optax {release} (git am takes the patches in order):",
             f"  lbfgs-gate patches --release {release} --print | git -C PATH/TO/optax am",
+            "  (a checkout that is not the release as published: --tree PATH/TO/optax instead of --release)",
             "  then reinstall optax from that checkout and run lbfgs-gate check again",
         ]
     return lines
@@ -188,8 +202,12 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
     return 0 if judged.green else 1
 
 
-def print_patches(release: str | None, show: bool, only: list[str]) -> int:
+def print_patches(release: str | None, show: bool, only: list[str], tree: Path | None = None) -> int:
     """`lbfgs-gate patches`: the series' files for a release, listed, or printed for `git am`."""
+    if tree is not None and not (Path(tree) / "optax" / "_src" / "transform.py").is_file():
+        raise GateError(f"--tree {tree}: not an optax checkout (no optax/_src/transform.py there)")
+    if release is None and tree is not None:
+        release = _tree_version(Path(tree))
     if release is None:
         found = _version("optax")
         if found is None:
@@ -201,15 +219,22 @@ def print_patches(release: str | None, show: bool, only: list[str]) -> int:
         wanted = set(defects.parse_names(",".join(only))) if only else None
     except GateError as error:
         raise GateError(f"--defect: {error}") from None
-    files = patches_for(release_of(release), wanted)
+    files = patches_for(release_of(release), wanted, tree)
     if show:
         for path in files:
             sys.stdout.write(path.read_text())
         return 0
-    print(f"the series for optax {release_of(release)}: {len(files)} patches (git am takes them in this order)")
+    where = f"the optax checkout {tree}" if tree is not None else f"optax {release_of(release)}"
+    print(f"the series for {where}: {len(files)} patches to apply (git am takes them in this order)")
     for path in files:
         print(f"  {path}")
     return 0
+
+
+def _tree_version(tree: Path) -> str | None:
+    """The __version__ an optax checkout declares, for patches already upstream."""
+    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", (tree / "optax" / "__init__.py").read_text())
+    return found.group(1) if found else None
 
 
 def add_command(commands) -> None:
@@ -224,4 +249,7 @@ def add_command(commands) -> None:
     listing.add_argument("--release", help="default: the optax installed here")
     listing.add_argument("--print", dest="show", action="store_true", help="print the patches (an mbox for git am)")
     listing.add_argument("--defect", action="append", default=[], help="only the patch of this defect (repeatable)")
-    listing.set_defaults(run=lambda args: print_patches(args.release, args.show, args.defect))
+    listing.add_argument(
+        "--tree", type=Path, metavar="PATH", help="an optax checkout: choose the patches that apply to it"
+    )
+    listing.set_defaults(run=lambda args: print_patches(args.release, args.show, args.defect, args.tree))

@@ -7,6 +7,7 @@ plain unpacked sdist or a git checkout (a fork).
 from __future__ import annotations
 
 import email.parser
+import json
 import os
 import re
 import shutil
@@ -256,6 +257,20 @@ def series_status(tree: Path, patches: list[Path], release: str | None = None) -
                 _git_apply(copy, Path(patch).parent / status.source)
             statuses.append(status)
         return statuses
+
+
+RELEASE_TABLE = PATCHES_DIR / "releases.json"
+
+
+def release_table(path: Path = RELEASE_TABLE) -> dict[str, list[Status]]:
+    """The series as it stands on each published release (release -> one Status per patch):
+    which variant applies, which patch is upstream. Written from the releases' sdists by
+    `python tools/write_release_table.py`, so that `lbfgs-gate patches --release R` needs no
+    tree; the gate's tests and the matrix check it against the sdists."""
+    if not Path(path).is_file():
+        return {}
+    table = json.loads(Path(path).read_text())
+    return {release: [Status(**entry) for entry in statuses] for release, statuses in table.items()}
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from lbfgs_gate import PACKAGE_DIR, PROJECT_ROOT, check, defects, inventory, series
+from lbfgs_gate import PACKAGE_DIR, PROJECT_ROOT, GateError, check, defects, inventory, matrix, sdist, series
 from tests.gate.conftest import git, make_repository
 
 PATCHABLE = {name for name, d in defects.DEFECTS.items() if d.patch}
@@ -34,7 +34,7 @@ def test_the_quick_detectors_are_one_plain_test_per_defect_the_series_fixes():
     assert set(check.MEANWHILE) == PATCHABLE
 
 
-@pytest.mark.parametrize(("release", "first"), [("0.2.4", "0001"), ("0.2.8", "0002"), ("0.2.9.dev0", "0002")])
+@pytest.mark.parametrize(("release", "first"), [("0.2.4", "0001"), ("0.2.8", "0002"), ("0.2.8.dev0", "0002")])
 def test_the_patches_for_a_release_leave_out_what_is_upstream_and_take_its_variants(release, first):
     files = check.patches_for(check.release_of(release))
     assert files[0].name.startswith(first)
@@ -43,6 +43,32 @@ def test_the_patches_for_a_release_leave_out_what_is_upstream_and_take_its_varia
         assert {f.parent.name for f in files} == {"0.2.8", "patches"}  # its variants, where there are some
     only = check.patches_for("0.2.4", {"memory-leak"})
     assert [f.name[:4] for f in only] == ["0003"]
+
+
+def test_a_release_the_series_was_not_checked_on_asks_for_the_checkout():
+    with pytest.raises(GateError, match="--tree PATH/TO/optax"):
+        check.patches_for("0.2.9")
+    with pytest.raises(GateError, match="does not apply to optax 0.2.3: 0001"):
+        check.patches_for("0.2.3")
+
+
+@pytest.mark.parametrize("release", ["0.2.4", "0.2.8"])
+def test_the_release_table_is_the_series_status_on_the_release_as_published(release, sdist_dir, tmp_path):
+    # Written by tools/write_release_table.py from every release's sdist; here checked on the
+    # releases the gate's tests have (the matrix has them all).
+    tree = sdist.unpack(sdist.fetch(release, sdist_dir), tmp_path / release)
+    assert series.release_table()[release] == series.series_status(tree, series.read_series(), release)
+
+
+def test_the_release_table_covers_every_release_of_the_matrix():
+    assert sorted(series.release_table(), key=series.version_tuple) == matrix.releases()
+
+
+def test_patches_for_a_checkout_are_those_it_lacks(pristine_tree):
+    for patch in series.read_series()[:3]:
+        series.apply_patch(pristine_tree, patch)
+    files = check.patches_for("0.2.4", tree=pristine_tree)
+    assert [f.name for f in files] == [p.name for p in series.read_series()[3:]]
 
 
 def test_the_printed_series_is_what_git_am_takes_on_a_checkout_of_the_release(pristine_tree):
