@@ -180,7 +180,7 @@ class Stage:
 
     patch: str  # the series' name of the last patch applied
     source: str  # its file (the patch or its variant)
-    defect: str  # the defect it fixes
+    defect: str | None  # the defect it fixes; None for an option (defects.OPTIONS)
     sources: tuple[str, ...]  # every file applied, in series order, ending with `source`
     fixed: frozenset[str]  # the defects no longer in the tree: its patches' and those already upstream
 
@@ -189,11 +189,19 @@ class Stage:
         return self.patch.split("-", 1)[0]
 
     @property
+    def judged(self) -> str:
+        """What the stage's tests judge: its defect, or the option it adds."""
+        return self.defect or f"option {defects.OPTIONS[self.patch].argument}"
+
+    @property
     def slug(self) -> str:
         return f"{self.label}-intact"
 
     def expectation(self, nodes: dict[str, list[str]]) -> verdict.Expectation:
-        """Only this stage's defect is judged, expected absent, on exactly `nodes`."""
+        """Only this stage's defect is judged, expected absent, on exactly `nodes`; for an option,
+        its PASS_TO_PASS tests must pass (no defect judged; every other rule kept)."""
+        if self.defect is None:
+            return verdict.Expectation(inventory=nodes, only=frozenset())
         return verdict.Expectation(detectors_only=True, inventory=nodes, only=frozenset({self.defect}))
 
 
@@ -202,9 +210,10 @@ def prefixes(statuses) -> list[Stage]:
     stages, sources, fixed = [], [], set()
     for status in statuses:
         if status.patch in defects.OPTIONS:
-            # An option fixes no defect: no stage (see `options_not_mutated`); applied for later stages.
+            # An option fixes no defect: its stage is judged by its PASS_TO_PASS tests.
             if status.state == "applies":
                 sources.append(status.source)
+                stages.append(Stage(status.patch, status.source, None, tuple(sources), frozenset(fixed)))
             continue
         fixed.add(defect_of(status.patch))  # a patch already upstream: its defect is not in the release
         if status.state != "applies":
@@ -212,12 +221,6 @@ def prefixes(statuses) -> list[Stage]:
         sources.append(status.source)
         stages.append(Stage(status.patch, status.source, defect_of(status.patch), tuple(sources), frozenset(fixed)))
     return stages
-
-
-def options_not_mutated(statuses) -> list[str]:
-    """The option patches applied (defects.OPTIONS): mutants judges fixes against their defect's
-    detectors; an option has none, so its hunks are not reversed here."""
-    return [s.patch for s in statuses if s.patch in defects.OPTIONS and s.state == "applies"]
 
 
 def stage_hunks(stage: Stage, series_file: Path) -> list[Hunk]:
@@ -229,7 +232,10 @@ def stage_hunks(stage: Stage, series_file: Path) -> list[Hunk]:
 def detectors(stage: Stage, expected: dict[str, list[str]]) -> dict[str, list[str]]:
     """The suite's detectors that read the stage's defect alone: marked with it, and with no
     defect the stage's tree still has (a test also marked with a later patch's defect would
-    reproduce through that one)."""
+    reproduce through that one). For an option: its module of PASS_TO_PASS tests, whole."""
+    if stage.defect is None:
+        module = f"lbfgs_gate/suite/{defects.OPTIONS[stage.patch].tests}::"
+        return {nodeid: names for nodeid, names in expected.items() if nodeid.startswith(module)}
     return {nodeid: names for nodeid, names in expected.items() if stage.defect in names and set(names) <= stage.fixed}
 
 
@@ -334,6 +340,20 @@ def defect_of(patch: str) -> str:
     return by_patch[patch]
 
 
+def symptom_by(record: Record, stage: Stage) -> list[str]:
+    """Node ids of the stage's tests that showed its symptom: its defect's detectors that reproduced
+    it; for an option, its PASS_TO_PASS tests that failed their own assertion (an AssertionError in
+    the call, not a NameError or TypeError: those break the code) or a detector that reproduced."""
+    if stage.defect is not None:
+        return reproduced_by(record, stage.defect)
+    return [
+        nodeid
+        for nodeid, test in sorted(record.tests.items())
+        if test.outcome == Outcome.REPRODUCED
+        or (test.outcome == Outcome.CRASHED and test.phase == "call" and test.exception == "AssertionError")
+    ]
+
+
 def reproduced_by(record: Record, defect: str) -> list[str]:
     """Node ids of the detectors of `defect` that raised its symptom."""
     found = []
@@ -350,7 +370,7 @@ def judge_mutant(hunk: Hunk, stage: Stage, judged, by: list[str], release: str) 
     caught = (not judged.green) and bool(by)
     return {
         **_row(hunk, release),
-        "defect": stage.defect,
+        "defect": stage.judged,
         "caught": caught,
         "by": by,
         "verdict": judged.verdict,
@@ -474,8 +494,9 @@ def write_combined(series_file: Path) -> dict:
 # --- the session ------------------------------------------------------------------------
 
 
-def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None) -> int:
-    """Builds, installs and judges every mutant of `release`; writes the verdicts; 0 green, 1 red."""
+def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None, only: str | None = None) -> int:
+    """Builds, installs and judges every mutant of `release`; writes the verdicts; 0 green, 1 red.
+    `only` (a patch number, e.g. 0007): that stage alone, a partial run, whose verdict is red."""
     runner.check_pytest_args(pytest_args, SESSION)
     runner.check_environment(SESSION)
     started = time.perf_counter()
@@ -485,11 +506,13 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
     modules = pipeline.series_test_modules(build, series_file)
     expected = inventory.expected()
     stages = prefixes(build.statuses)
+    if only is not None:
+        labels = [stage.label for stage in stages]
+        if only not in labels:
+            raise GateError(f"--stage {only}: not a stage of optax {release} (its stages: {', '.join(labels)})")
+        stages = [stage for stage in stages if stage.label == only]
     hunks = {stage.patch: stage_hunks(stage, series_file) for stage in stages}
     print(f"{sum(map(len, hunks.values()))} library hunks in the series as applied to optax {release}", flush=True)
-    not_mutated = options_not_mutated(build.statuses)
-    for patch in not_mutated:
-        print(f"{patch}: an option, not a fix: not mutated (its PASS_TO_PASS tests judge it in `patched`)")
     rows, documentation = [], []
     try:
         for stage in stages:
@@ -501,13 +524,14 @@ def run(release: str, series_file: Path, pytest_args: list[str], sdist_dir=None)
         # The environment goes back to the patched release, as the other sessions leave it.
         tree.install_and_verify(build.tree)
     reasons = _reasons(rows)
+    if only is not None:
+        reasons.append(f"only stage {only} was run (--stage): a partial run, not the series' verdict")
     if not rows:
         reasons.append(f"no library hunk applied to optax {release}")
     document = _document(
         rows,
         reasons,
         documentation=documentation,
-        options_not_mutated=not_mutated,
         release=release,
         optax=build.label,
         fingerprint=fingerprint(series_file),
@@ -534,8 +558,12 @@ class _StageRun:
     def __init__(self, release, stage, series_file, build, modules, expected, folder, pytest_args):
         self.release, self.stage, self.folder, self.pytest_args = release, stage, folder, pytest_args
         self.nodes = detectors(stage, expected)
-        self.own_modules = [m for m, defect in modules.items() if defect == stage.defect]
-        self.originals = {Path(m).name: m for m in modules}
+        if stage.defect is None:
+            added = series.read_patch(Path(series_file).parent / stage.source).files
+            self.own_modules = [m for m in added if m.endswith("_test.py")]
+        else:
+            self.own_modules = [m for m, defect in modules.items() if defect == stage.defect]
+        self.originals = {Path(m).name: m for m in (*modules, *self.own_modules)}
         scratch = work_dir() / "mutants" / f"optax-{release}-stage"
         self.tree = build_prefix(build.pristine, stage, series_file, scratch)
         self.up_to = f"optax {release} + the series up to {stage.label}"
@@ -550,8 +578,8 @@ class _StageRun:
             suite=sorted(self.nodes),
             optax_tests=tuple(self.own_modules),
             tree=optax_tree,
-            defect_modules={Path(m).name: self.stage.defect for m in self.own_modules},
-            label=f"{len(self.nodes)} detectors of {self.stage.defect}",
+            defect_modules={Path(m).name: self.stage.defect for m in self.own_modules if self.stage.defect},
+            label=f"{len(self.nodes)} tests of {self.stage.judged}",
         )
         reports = skeleton.clear(self.folder / slug)
         return skeleton.run_session(plan, reports, self.pytest_args, write=False, show=False)
@@ -560,23 +588,25 @@ class _StageRun:
         """The detectors that reproduced the stage's defect; optax-side tests (run from a copy in
         the reports) named by their file in optax."""
         copies = os.path.relpath(self.folder / slug / "optax-tests", PROJECT_ROOT) + "/"
-        found = [nodeid for record in records.values() for nodeid in reproduced_by(record, self.stage.defect)]
+        found = [nodeid for record in records.values() for nodeid in symptom_by(record, self.stage)]
         return [_original_name(nodeid, copies, self.originals) for nodeid in found]
 
     def judge(self, hunks: list[Hunk]) -> tuple[list[dict], list[dict]]:
         """(the rows of the stage's code hunks, the hunks that change documentation only)."""
         stage, release = self.stage, self.release
-        print(f"\n== {self.up_to}, intact: {stage.defect} must read absent", flush=True)
+        wanted = "must read absent" if stage.defect else "its tests must pass"
+        print(f"\n== {self.up_to}, intact: {stage.judged} {wanted}", flush=True)
         control, _ = self.run(self.tree, stage.slug, self.up_to)
-        print(f"{self.up_to}: {stage.defect} {control.defects[stage.defect].outcome} ({control.verdict})", flush=True)
+        state = control.defects[stage.defect].outcome if stage.defect else "tests"
+        print(f"{self.up_to}: {stage.judged} {state} ({control.verdict})", flush=True)
         problem = None if control.green else control.reasons[0]
         if not self.nodes:
-            problem = f"no detector of the suite reads {stage.defect} alone up to {stage.label}"
+            problem = f"no test of the suite reads {stage.judged} alone up to {stage.label}"
         rows, documentation, broken = [], [], []
         for hunk in hunks:
             if problem:
-                detail = f"the series up to {stage.label} does not read {stage.defect} absent: {problem}"
-                rows.append({**_row(hunk, release), "defect": stage.defect, "caught": False, "by": []})
+                detail = f"the series up to {stage.label} does not hold {stage.judged}: {problem}"
+                rows.append({**_row(hunk, release), "defect": stage.judged, "caught": False, "by": []})
                 rows[-1].update(reversal="not tried", detail=detail)
                 continue
             mutant = work_dir() / "mutants" / f"optax-{release}-{hunk.slug}"
@@ -594,7 +624,7 @@ class _StageRun:
             judged, records = self.run(mutant, hunk.slug, label)
             by = self.reproducing(records, hunk.slug)
             row = {**judge_mutant(hunk, stage, judged, by, release), "reversal": reversal.detail}
-            error = breaks(records, stage.defect)
+            error = breaks(records, stage)
             if not row["caught"] and error:
                 broken.append((hunk, row, error))
             rows.append(row)
@@ -653,17 +683,15 @@ def same_code(before: Path, after: Path) -> bool:
         return False
 
 
-def breaks(records: dict[str, Record], defect: str) -> str | None:
-    """The error a mutant's detectors raised instead of the defect's symptom, if none reproduced it."""
+def breaks(records: dict[str, Record], stage: Stage) -> str | None:
+    """The error a mutant's tests raised instead of the stage's symptom, if none showed it."""
     errors = []
     for record in records.values():
+        if symptom_by(record, stage):
+            return None
         for nodeid, test in record.tests.items():
             names = record.inventory.get(nodeid, test.defects)
-            if defect not in names:
-                continue
-            if test.outcome == Outcome.REPRODUCED:
-                return None
-            if test.outcome == Outcome.CRASHED and test.exception:
+            if (stage.defect is None or stage.defect in names) and test.outcome == Outcome.CRASHED and test.exception:
                 errors.append(test.exception)
     return errors[0] if errors else None
 
@@ -675,6 +703,7 @@ def add_command(commands) -> None:
     command.add_argument("--release", help="the optax release installed here: the base or the newest")
     command.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
     command.add_argument("--sdist-dir", help="folder holding optax-<release>.tar.gz (offline use)")
+    command.add_argument("--stage", metavar="NNNN", help="one stage alone (a partial run: its verdict is red)")
     command.add_argument("pytest_args", nargs="*", help="pytest arguments for the suite (after --)")
 
     def mutants(args) -> int:
@@ -684,6 +713,6 @@ def add_command(commands) -> None:
                 f"--release {args.release or 'RELEASE'} is needed, one of {', '.join(releases())}: "
                 "the mutants session runs the base and the newest release"
             )
-        return run(args.release, args.series, args.pytest_args, args.sdist_dir)
+        return run(args.release, args.series, args.pytest_args, args.sdist_dir, args.stage)
 
     command.set_defaults(run=mutants)

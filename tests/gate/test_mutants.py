@@ -1,6 +1,5 @@
 """Mutants of the series: its hunks cut one by one, each reversed alone on the patched tree (no jax)."""
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -121,12 +120,10 @@ def test_each_stage_is_the_series_up_to_its_patch_and_each_hunk_reverses_on_it_e
     statuses = tree.statuses(patched)
     stages = mutants.prefixes(statuses)
     applied = [s for s in statuses if s.state == "applies"]
-    # Options (0007) fix no defect: no stage of their own, and they come last in the series.
-    fixes = [s for s in applied if s.patch not in defects.OPTIONS]
-    assert applied[: len(fixes)] == fixes
-    assert [stage.patch for stage in stages] == [s.patch for s in fixes]
+    assert [stage.patch for stage in stages] == [s.patch for s in applied]
     assert all(stage.sources == tuple(s.source for s in applied[: i + 1]) for i, stage in enumerate(stages))
-    assert mutants.options_not_mutated(statuses) == [s.patch for s in applied[len(fixes) :]]
+    # An option's stage (0007) judges the option, not a defect.
+    assert [stage.defect is None for stage in stages] == [s.patch in defects.OPTIONS for s in applied]
     pristine = tmp_path / "pristine"
     sdist.unpack(sdist.fetch(release, sdist_dir), pristine)
     for stage in stages:
@@ -141,9 +138,8 @@ def test_each_stage_is_the_series_up_to_its_patch_and_each_hunk_reverses_on_it_e
             removed, added = mutants.changed_lines(prefix / hunk.file, mutant / hunk.file)
             assert (removed, added) == (hunk.added, hunk.removed), hunk.label
             shutil.rmtree(mutant)
-    # The last stage and the options after it are the whole series: the patched tree, file for file.
-    whole = dataclasses.replace(stages[-1], sources=tuple(s.source for s in applied))
-    last = mutants.build_prefix(pristine, whole, SERIES, tmp_path / "stage")
+    # The last stage is the whole series: the patched tree, file for file.
+    last = mutants.build_prefix(pristine, stages[-1], SERIES, tmp_path / "stage")
     assert all(
         (last / p.relative_to(patched)).read_bytes() == p.read_bytes() for p in (patched / "optax").rglob("*.py")
     )
@@ -156,7 +152,11 @@ def test_each_stage_has_detectors_that_read_its_defect_alone(release, sdist_dir)
     fixed = set()
     for stage in stages:
         nodes = mutants.detectors(stage, expected)
-        assert nodes, f"{stage.label}: no detector reads {stage.defect} alone"
+        assert nodes, f"{stage.label}: no test reads {stage.judged} alone"
+        if stage.defect is None:  # an option: its module of PASS_TO_PASS tests, whole
+            module = defects.OPTIONS[stage.patch].tests
+            assert set(nodes) == {n for n in expected if n.startswith(f"lbfgs_gate/suite/{module}::")}
+            continue
         assert all(stage.defect in names and set(names) <= stage.fixed for names in nodes.values())
         fixed |= stage.fixed
     # A test marked with two defects waits for the stage that fixes both (0004: memory and stepsize).
@@ -212,7 +212,7 @@ def test_reports_are_cleared_before_the_release_is_checked(gate):
 
 def test_a_hunk_of_docstrings_only_is_told_from_a_hunk_of_code(sdist_dir, tmp_path):
     patched = _patched("0.2.4", sdist_dir)
-    stage = mutants.prefixes(tree.statuses(patched))[-1]  # 0006: the series up to it
+    stage = next(s for s in mutants.prefixes(tree.statuses(patched)) if s.label == "0006")
     pristine = tmp_path / "pristine"
     sdist.unpack(sdist.fetch("0.2.4", sdist_dir), pristine)
     prefix = mutants.build_prefix(pristine, stage, SERIES, tmp_path / "stage")
@@ -236,6 +236,24 @@ def test_a_mutant_whose_detectors_raise_another_error_breaks_the_code():
         inventory={"a": ["memory-leak"], "b": ["memory-leak"], "c": ["seed-leak"]},
         tests={test.nodeid: test for test in tests},
     )
-    assert mutants.breaks({"suite": record}, "memory-leak") == "NameError"
+    stage = mutants.Stage("0003-x.patch", "0003-x.patch", "memory-leak", ("0003-x.patch",), frozenset())
+    assert mutants.breaks({"suite": record}, stage) == "NameError"
     record.tests["b"].outcome = Outcome.REPRODUCED
-    assert mutants.breaks({"suite": record}, "memory-leak") is None  # the symptom: caught, not broken
+    assert mutants.breaks({"suite": record}, stage) is None  # the symptom: caught, not broken
+
+
+def test_an_option_shows_its_symptom_by_a_failed_assertion_in_the_call_not_by_another_error():
+    option = next(iter(defects.OPTIONS))
+    stage = mutants.Stage(option, option, None, (option,), frozenset())
+    record = Record(
+        inventory={"a": [], "b": []},
+        tests={
+            "a": run_record.TestRecord("a", outcome=Outcome.CRASHED, phase="call", exception="TypeError"),
+            "b": run_record.TestRecord("b", outcome=Outcome.PASSED),
+        },
+    )
+    assert mutants.symptom_by(record, stage) == [] and mutants.breaks({"suite": record}, stage) == "TypeError"
+    record.tests["b"] = run_record.TestRecord("b", outcome=Outcome.CRASHED, phase="call", exception="AssertionError")
+    assert mutants.symptom_by(record, stage) == ["b"] and mutants.breaks({"suite": record}, stage) is None
+    record.tests["b"].phase = "setup"  # a fixture's assertion is not the option's property
+    assert mutants.symptom_by(record, stage) == []
