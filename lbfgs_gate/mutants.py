@@ -602,7 +602,7 @@ class _StageRun:
         problem = None if control.green else control.reasons[0]
         if not self.nodes:
             problem = f"no test of the suite reads {stage.judged} alone up to {stage.label}"
-        rows, documentation, broken = [], [], []
+        rows, documentation, broken, code = [], [], [], []
         for hunk in hunks:
             if problem:
                 detail = f"the series up to {stage.label} does not hold {stage.judged}: {problem}"
@@ -620,6 +620,7 @@ class _StageRun:
                 print(f"{hunk.label}: documentation only (the module's code, docstrings aside, is the same)")
                 documentation.append({**_row(hunk, release), "detail": "docstrings or comments only"})
                 continue
+            code.append(hunk)
             label = f"{self.up_to}, {hunk.label} of {hunk.source} reversed ({hunk.file} {hunk.header})"
             judged, records = self.run(mutant, hunk.slug, label)
             by = self.reproducing(records, hunk.slug)
@@ -631,33 +632,47 @@ class _StageRun:
             what = "caught" if row["caught"] else f"breaks the code alone ({error})" if error else "NOT caught"
             print(f"{hunk.label}: {what} ({len(row['by'])} detectors)", flush=True)
         if broken:
-            self.judge_together(broken)
+            self.judge_together(broken, code)
         return rows, documentation
 
-    def judge_together(self, broken) -> None:
+    def judge_together(self, broken, code) -> None:
         """Hunks that each, reversed alone, break the code (the detectors raise another error than
         the defect's symptom: a field, a name or a function the rest of the patch uses is gone)
-        are reversed together: the change they make as one must be caught."""
-        stage, hunks = self.stage, [hunk for hunk, _, _ in broken]
+        are reversed together: the change they make as one must be caught. When they still break
+        the code together (an argument's signature and the body that reads it: 0007), every code
+        hunk of the patch is reversed together: the patch's change as a whole must be caught."""
+        hunks = [hunk for hunk, _, _ in broken]
+        caught, by, detail, error = self._reverse_together(hunks, "hunks-together")
+        if not caught and error and len(code) > len(hunks):
+            print(f"{self.stage.label}: together they still break the code ({error}): every code hunk next", flush=True)
+            hunks = code
+            caught, by, detail, error = self._reverse_together(code, "code-together")
+        for _, row, alone in broken:
+            row.update(caught=caught, by=by, together=[hunk.header for hunk in hunks])
+            row["detail"] = f"alone it breaks the code ({alone}); {detail}"
+
+    def _reverse_together(self, hunks, slug: str):
+        """Reverses `hunks` together on a copy of the stage and runs its tests:
+        (caught, the tests that showed the symptom, a detail for the rows, the error that broke it)."""
+        stage = self.stage
         names = ", ".join(str(hunk.index) for hunk in hunks)
-        together = work_dir() / "mutants" / f"optax-{self.release}-{stage.label}-together"
+        together = work_dir() / "mutants" / f"optax-{self.release}-{stage.label}-{slug}"
         shutil.rmtree(together, ignore_errors=True)
         shutil.copytree(self.tree, together)
         reversals = [reverse_hunk(together, hunk) for hunk in reversed(hunks)]
         print(f"\n== {stage.label} hunks {names} reversed together on {self.up_to}", flush=True)
-        caught, by, detail = False, [], ""
+        caught, by, error = False, [], None
         if all(r.ok for r in reversals):
             label = f"{self.up_to}, {stage.label} hunks {names} reversed together"
-            judged, records = self.run(together, f"{stage.label}-hunks-together", label)
-            by = self.reproducing(records, f"{stage.label}-hunks-together")
+            judged, records = self.run(together, f"{stage.label}-{slug}", label)
+            by = self.reproducing(records, f"{stage.label}-{slug}")
             caught = (not judged.green) and bool(by)
+            error = None if caught else breaks(records, stage)
             detail = f"reversed together with {stage.label} hunks {names}: verdict {judged.verdict}"
         else:
             detail = next(r.detail for r in reversals if not r.ok)
         print(f"{stage.label} hunks {names} together: {'caught' if caught else 'NOT caught'}", flush=True)
-        for _, row, error in broken:
-            row.update(caught=caught, by=by, together=[hunk.header for hunk in hunks])
-            row["detail"] = f"alone it breaks the code ({error}); {detail}"
+        return caught, by, detail, error
 
 
 def same_code(before: Path, after: Path) -> bool:
@@ -693,6 +708,8 @@ def breaks(records: dict[str, Record], stage: Stage) -> str | None:
             names = record.inventory.get(nodeid, test.defects)
             if (stage.defect is None or stage.defect in names) and test.outcome == Outcome.CRASHED and test.exception:
                 errors.append(test.exception)
+        if record.collection_errors:
+            errors.append("collection error")  # the module did not import: the code is broken
     return errors[0] if errors else None
 
 

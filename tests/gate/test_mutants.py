@@ -257,3 +257,11 @@ def test_an_option_shows_its_symptom_by_a_failed_assertion_in_the_call_not_by_an
     assert mutants.symptom_by(record, stage) == ["b"] and mutants.breaks({"suite": record}, stage) is None
     record.tests["b"].phase = "setup"  # a fixture's assertion is not the option's property
     assert mutants.symptom_by(record, stage) == []
+
+
+def test_a_mutant_whose_suite_does_not_import_breaks_the_code():
+    # Reversing a signature hunk alone can break optax's import (0007's module-level linesearch).
+    option = next(iter(defects.OPTIONS))
+    stage = mutants.Stage(option, option, None, (option,), frozenset())
+    record = Record(collection_errors=["lbfgs_gate/suite/test_exact_unrolls.py: E   TypeError: ..."])
+    assert mutants.breaks({"suite": record}, stage) == "collection error"
