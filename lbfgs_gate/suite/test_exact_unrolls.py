@@ -18,12 +18,11 @@ in test_primal_identity.py (its `_exact_option` outputs).
 """
 
 import jax
-import jax.random as jrd
 import numpy as np
 import optax
 import pytest
 
-from lbfgs_gate.suite import solvers
+from lbfgs_gate.suite import solvers, user_loops
 from lbfgs_gate.suite.report import check, problem_report
 
 NUM_STEPS = 16
@@ -35,13 +34,6 @@ LOOPS = {
     "notebook": ("notebook_unroll", ("jacfwd", "jacrev")),
     "lbfgs": ("lbfgs_fixed_steps", ("jacfwd",)),  # a while loop inside: forward mode only
 }
-
-
-def _notebook_problem(x0=None):
-    """The notebook's data, drawn as it draws them, in float64."""
-    mat = np.asarray(jrd.normal(jrd.PRNGKey(0), (8, 8)), np.float64)
-    w0 = np.asarray(jrd.normal(jrd.PRNGKey(1), (8,)), np.float64) if x0 is None else x0
-    return mat @ mat.T, np.ones(8), w0
 
 
 def _central_differences(solver, A, b, x0):
@@ -97,7 +89,7 @@ def _steps_derivative_error(solver, mode, A, b, x0, what):
     ids=[f"{loop}-{mode}" for loop, (_, modes) in LOOPS.items() for mode in modes],
 )
 def test_short_unroll_has_the_derivative_of_its_steps(loop, mode, dtype):
-    A, b, x0 = _notebook_problem()
+    A, b, x0 = user_loops.notebook_problem(np.float64)
     error, report = _steps_derivative_error(LOOPS[loop][0], mode, A, b, x0, f"the {loop} loop")
     assert error <= TOLERANCE, report()
 
@@ -105,7 +97,8 @@ def test_short_unroll_has_the_derivative_of_its_steps(loop, mode, dtype):
 @pytest.mark.defect("reverse-nan")
 @pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])
 def test_short_unroll_from_zero_has_the_derivative_of_its_steps_in_reverse_mode(dtype):
-    A, b, x0 = _notebook_problem(x0=np.zeros(8))
+    A, b, _ = user_loops.notebook_problem(np.float64)
+    x0 = np.zeros(8)
     error, report = _steps_derivative_error("notebook_unroll", "jacrev", A, b, x0, "the notebook loop from w0 = 0")
     # The symptom is NaN. Where optax has the option, the finite derivative must also be
     # the steps' own (without it, the series up to 0002 stops the first step's scale).

@@ -12,11 +12,10 @@ published. Patch 0006 keeps a second memory for the tangent: 1.3e-8 and 5.8e-8.
 """
 
 import jax
-import jax.random as jrd
 import numpy as np
 import pytest
 
-from lbfgs_gate.suite import solvers
+from lbfgs_gate.suite import solvers, user_loops
 from lbfgs_gate.suite.report import check, problem_report
 
 CONVERGED = dict(num_steps=1000)
@@ -27,14 +26,6 @@ TOLERANCE = {np.float32: 1e-3, np.float64: 1e-6}
 # (0.2.4) with 0001 to 0005, 4e-16 with 0006.
 MINIMAL = dict(A=np.diag([1.0, 25.0]), b=np.ones(2), x0=np.zeros(2))
 MINIMAL_STATIC = dict(num_steps=600)
-
-
-def _notebook_problem(dtype):
-    """The notebook's data: its keys, drawn in the dtype JAX is set to (x64 on for float64)."""
-    mat = jrd.normal(jrd.PRNGKey(0), (8, 8))
-    mat = np.asarray(mat.dot(mat.T), dtype)
-    w0 = np.asarray(jrd.normal(jrd.PRNGKey(1), (8,)), dtype)
-    return mat, np.ones(8, dtype), w0
 
 
 # Reverse mode's Jacobian, with the problem as traced arguments (one compile per step count).
@@ -73,7 +64,7 @@ def _check_identity(A, b, x0, static, dtype, tolerance, what):
 
 @pytest.mark.defect("stalled-memory-divergence")
 def test_notebook_loop_run_to_convergence_has_the_implicit_derivative(dtype):
-    A, b, x0 = _notebook_problem(dtype)
+    A, b, x0 = user_loops.notebook_problem(dtype)
     _check_identity(A, b, x0, CONVERGED, dtype, TOLERANCE[dtype], "the notebook's first loop")
 
 

@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import jax.random as jrd
 import numpy as np
 import optax
 import optax.tree_utils as otu
@@ -108,6 +109,15 @@ def _run_opt_jvp(name, dtype, opt=None):
     want = implicit_jvp(f, x_star, theta, dtheta)
     assert np.allclose(np.asarray(x, np.float64), x_star, atol=1e-2), f"{name}: the solve found {x}, not {x_star}"
     return np.asarray(dx), want
+
+
+def notebook_problem(dtype):
+    """The data of the first loop of optax's examples/lbfgs.ipynb, drawn as it draws them (keys 0
+    and 1, in the dtype JAX is set to: x64 on for float64): (A = N N^T, w_opt = ones, w0)."""
+    mat = jrd.normal(jrd.PRNGKey(0), (8, 8))
+    mat = np.asarray(mat.dot(mat.T), dtype)
+    w0 = np.asarray(jrd.normal(jrd.PRNGKey(1), (8,)), dtype)
+    return mat, np.ones(8, dtype), w0
 
 
 # --- the workloads ---------------------------------------------------------------------------
