@@ -559,8 +559,7 @@ class _StageRun:
         self.release, self.stage, self.folder, self.pytest_args = release, stage, folder, pytest_args
         self.nodes = detectors(stage, expected)
         if stage.defect is None:
-            added = series.read_patch(Path(series_file).parent / stage.source).files
-            self.own_modules = [m for m in added if m.endswith("_test.py")]
+            self.own_modules = series.added_tests(Path(series_file).parent / stage.source)
         else:
             self.own_modules = [m for m, defect in modules.items() if defect == stage.defect]
         self.originals = {Path(m).name: m for m in (*modules, *self.own_modules)}

@@ -176,11 +176,8 @@ def series_test_modules(build: Build, series_file: Path) -> dict[str, str]:
     by_patch = {d.patch: d.name for d in defects.DEFECTS.values() if d.patch}
     modules = {}
     for status in build.statuses:
-        if status.state != "applies":
-            continue
-        info = series.read_patch(Path(series_file).parent / status.source)
-        for file in info.files:
-            if file.endswith("_test.py") and status.patch in by_patch:
+        if status.state == "applies" and status.patch in by_patch:
+            for file in series.added_tests(Path(series_file).parent / status.source):
                 modules[file] = by_patch[status.patch]
     return modules
 
@@ -192,6 +189,5 @@ def option_test_modules(build: Build, series_file: Path) -> list[str]:
     modules = []
     for status in build.statuses:
         if status.state == "applies" and status.patch in defects.OPTIONS:
-            info = series.read_patch(Path(series_file).parent / status.source)
-            modules += [file for file in info.files if file.endswith("_test.py")]
+            modules += series.added_tests(Path(series_file).parent / status.source)
     return modules

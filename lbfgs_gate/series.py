@@ -259,6 +259,11 @@ def series_status(tree: Path, patches: list[Path], release: str | None = None) -
         return statuses
 
 
+def added_tests(patch: Path) -> list[str]:
+    """The optax test modules (`*_test.py`) a patch file touches: those the series adds."""
+    return [file for file in read_patch(patch).files if file.endswith("_test.py")]
+
+
 RELEASE_TABLE = PATCHES_DIR / "releases.json"
 
 
@@ -266,7 +271,7 @@ def release_table(path: Path = RELEASE_TABLE) -> dict[str, list[Status]]:
     """The series as it stands on each published release (release -> one Status per patch):
     which variant applies, which patch is upstream. Written from the releases' sdists by
     `python tools/write_release_table.py`, so that `lbfgs-gate patches --release R` needs no
-    tree; the gate's tests and the matrix check it against the sdists."""
+    tree; the gate's own tests check it against the 0.2.4 and 0.2.8 sdists."""
     if not Path(path).is_file():
         return {}
     table = json.loads(Path(path).read_text())
