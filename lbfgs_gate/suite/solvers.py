@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lbfgs_gate.suite import programs
+
 
 def quadratic(A, b):
     """f(x) = 1/2 x^T A x - b^T x, minimised at A^-1 b."""
@@ -221,6 +223,10 @@ def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **sta
 
 @functools.cache
 def _compiled(name: str, transform: str, argnum, static: tuple):
+    return programs.kept(_jitted(name, transform, argnum, static), f"solvers.{name} {transform} {argnum!r} {static!r}")
+
+
+def _jitted(name: str, transform: str, argnum, static: tuple):
     solver = functools.partial(SOLVERS[name], **dict(static))
 
     def final_iterate(A, b, x0):

@@ -26,6 +26,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from lbfgs_gate.plugin import patch_state
+from lbfgs_gate.suite import programs
 
 
 def tree_quadratic(data, params):
@@ -94,12 +95,14 @@ def compiled(name: str, transform: str = "value", **static):
     """
     solver = functools.partial(SOLVERS[name], **static)
     if transform == "value":
-        return jax.jit(solver)
-    if transform == "jvp":
-        return jax.jit(lambda data, x0, ddata, dx0: jax.jvp(solver, (data, x0), (ddata, dx0)))
-    if transform == "grad":
-        return jax.jit(jax.grad(lambda data, x0: tree_sum(solver(data, x0)), argnums=(0, 1)))
-    raise ValueError(f"unknown transform {transform!r}")
+        jitted = jax.jit(solver)
+    elif transform == "jvp":
+        jitted = jax.jit(lambda data, x0, ddata, dx0: jax.jvp(solver, (data, x0), (ddata, dx0)))
+    elif transform == "grad":
+        jitted = jax.jit(jax.grad(lambda data, x0: tree_sum(solver(data, x0)), argnums=(0, 1)))
+    else:
+        raise ValueError(f"unknown transform {transform!r}")
+    return programs.kept(jitted, f"trees.{name} {transform} {sorted(static.items())!r}")
 
 
 def implicit_tangent(objective: str, data, solution, data_tangent):
