@@ -66,7 +66,8 @@ def gate_selftest(session):
     # The tests themselves stay offline: the sdists they build trees from are fetched here
     # (every release of the matrix: a fork's base release is found among them).
     _lbfgs_gate(session, "fetch")
-    session.run("pytest", "tests/gate", *session.posargs)
+    # One worker a core (at most four): the tests are independent, each in its own tmp_path.
+    session.run("pytest", "tests/gate", "-n", "auto", "--maxprocesses=4", *session.posargs)
 
 
 @nox.session(python=PYTHON)
