@@ -26,6 +26,8 @@ NEWEST = "constraints/newest.txt"
 # The base and the newest release: the gate's own tests build simulated trees from their
 # sdists, and upstream's linters and optax's whole suite run on both.
 RELEASES = (base_release(), newest_release())
+# optax's linters and the checkers flake8 and pylint run them with, pinned by constraints/tools.txt.
+UPSTREAM_LINTERS = ("ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid")
 
 
 def _lbfgs_gate(session, *args):
@@ -63,6 +65,8 @@ def upstream(session):
 def gate_selftest(session):
     """Tests of the gate's own machinery: verdict rules, series, sdists, trees, errors (no jax)."""
     session.install("pytest", "pytest-xdist", "pytest-timeout", "pip", "hypothesis", "-c", BASE)
+    # test_upstream_lint.py runs optax's linters on small files: without them it fails.
+    session.install(*UPSTREAM_LINTERS, "-c", "constraints/tools.txt")
     # The tests themselves stay offline: the sdists they build trees from are fetched here
     # (every release of the matrix: a fork's base release is found among them).
     _lbfgs_gate(session, "fetch")
@@ -83,9 +87,7 @@ def lint(session):
 @nox.session(python=PYTHON)
 def upstream_lint(session):
     """optax's own linters (ruff, flake8, pylint, license headers), pinned, over every file the series touches."""
-    session.install(
-        "ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid", "pip", "-c", "constraints/tools.txt"
-    )
+    session.install(*UPSTREAM_LINTERS, "pip", "-c", "constraints/tools.txt")
     session.run("python", "-m", "lbfgs_gate.upstream_lint", *(f"--release={release}" for release in RELEASES))
 
 
