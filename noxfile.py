@@ -23,10 +23,11 @@ nox.options.sessions = ["lint", "upstream_lint", "gate_selftest", "unpatched", "
 # the one place that names them (lbfgs_gate reads the same files).
 BASE = "constraints/base.txt"
 NEWEST = "constraints/newest.txt"
+TOOLS = "constraints/tools.txt"  # the pins of lint's tools and optax's linters
 # The base and the newest release: the gate's own tests build simulated trees from their
 # sdists, and upstream's linters and optax's whole suite run on both.
 RELEASES = (base_release(), newest_release())
-# optax's linters and the checkers flake8 and pylint run them with, pinned by constraints/tools.txt.
+# optax's linters and the checkers flake8 and pylint run them with, pinned by TOOLS.
 UPSTREAM_LINTERS = ("ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid")
 
 
@@ -66,7 +67,7 @@ def gate_selftest(session):
     """Tests of the gate's own machinery: verdict rules, series, sdists, trees, errors (no jax)."""
     session.install("pytest", "pytest-xdist", "pytest-timeout", "pip", "hypothesis", "-c", BASE)
     # test_upstream_lint.py runs optax's linters on small files: without them it fails.
-    session.install(*UPSTREAM_LINTERS, "-c", "constraints/tools.txt")
+    session.install(*UPSTREAM_LINTERS, "-c", TOOLS)
     # The tests themselves stay offline: the sdists they build trees from are fetched here
     # (every release of the matrix: a fork's base release is found among them).
     _lbfgs_gate(session, "fetch")
@@ -77,7 +78,7 @@ def gate_selftest(session):
 @nox.session(python=PYTHON)
 def lint(session):
     """ruff (check and format) over the project's Python code; zizmor over its GitHub workflows (any finding fails)."""
-    session.install("ruff", "zizmor", "-c", "constraints/tools.txt")
+    session.install("ruff", "zizmor", "-c", TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("python", "-m", "lbfgs_gate", "inventory", "--check")
@@ -87,7 +88,7 @@ def lint(session):
 @nox.session(python=PYTHON)
 def upstream_lint(session):
     """optax's own linters (ruff, flake8, pylint, license headers), pinned, over every file the series touches."""
-    session.install(*UPSTREAM_LINTERS, "pip", "-c", "constraints/tools.txt")
+    session.install(*UPSTREAM_LINTERS, "pip", "-c", TOOLS)
     session.run("python", "-m", "lbfgs_gate.upstream_lint", *(f"--release={release}" for release in RELEASES))
 
 
