@@ -106,7 +106,6 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
         optax=build.label,
         expectation=verdict.Expectation(measure=not patched, detectors_only=True, inventory=inventory.expected()),
         suite=[runner.SUITE, "-m", "defect"],
-        programs=True,
     )
     judged, _ = skeleton.run_session(plan, reports, pytest_args)
     result["defects"] = cells(judged)

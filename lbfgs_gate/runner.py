@@ -118,21 +118,8 @@ def jax_cache_dir(python: Path | str = sys.executable) -> Path:
     return Path(root) / name
 
 
-def program_cache_dir(python: Path | str = sys.executable) -> Path:
-    """The suite's kept traces (lbfgs_gate/suite/programs.py), beside JAX's compilation cache,
-    one folder per jax, jaxlib, Python and machine as that one; each entry is keyed on the
-    optax it traced, file for file."""
-    cache = jax_cache_dir(python)
-    return cache.parent.parent / "jax-programs" / cache.name
-
-
-def environment(
-    patch_state: str, python: Path | str = sys.executable, extra: dict | None = None, *, programs: bool = False
-) -> dict:
-    """The environment of every pytest run the gate judges: the allowlist, then the gate's own.
-
-    programs: keep the suite's traced programs between runs (lbfgs_gate/suite/programs.py),
-    for an optax the gate built itself; off with the JAX cache (LBFGS_GATE_JAX_CACHE=off)."""
+def environment(patch_state: str, python: Path | str = sys.executable, extra: dict | None = None) -> dict:
+    """The environment of every pytest run the gate judges: the allowlist, then the gate's own."""
     env = {name: value for name, value in os.environ.items() if name in INHERITED or name.startswith("LC_")}
     env.update(
         LBFGS_GATE_PATCH_STATE=patch_state,
@@ -150,8 +137,6 @@ def environment(
             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
         )
-        if programs:
-            env["LBFGS_GATE_PROGRAM_CACHE"] = str(program_cache_dir(python))
     env.update(extra or {})
     return env
 
@@ -175,7 +160,6 @@ def run(
     label: str | None = None,
     time_bound: float = RUN_TIMEOUT,
     test_timeout: float = TEST_TIMEOUT,
-    programs: bool = False,
 ) -> Record:
     """One recorded pytest run; returns its record with pytest's exit status and, for a run
     killed at its time bound, that bound."""
@@ -217,7 +201,7 @@ def run(
         process = subprocess.Popen(
             command,
             cwd=cwd,
-            env=environment(patch_state, python, env_extra, programs=programs),
+            env=environment(patch_state, python, env_extra),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -283,7 +267,6 @@ def run_with_optax_tests(
     args: list[str] = (),
     python: Path | str = sys.executable,
     env_extra: dict | None = None,
-    programs: bool = False,
 ) -> dict[str, Record]:
     """The suite and optax's own test files in one pytest run, one pool of workers (one
     import of jax per worker, both cores busy to the end); the record split by source:
@@ -300,7 +283,6 @@ def run_with_optax_tests(
         args=[*marks, *args],
         python=python,
         env_extra=env_extra,
-        programs=programs,
         label=f"pytest {_targets(suite_targets)} + optax's {_targets(optax_tests)} (copied from the tree)",
     )
     prefix = os.path.relpath(folder, PROJECT_ROOT) + "/"

@@ -66,7 +66,6 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
         tree=build.patched_tree,
         defect_modules={Path(m).name: d for m, d in modules.items()},
         context=("primal identity: nothing applied, nothing to compare (test_primal_identity.py not run)",),
-        programs=True,
     )
     return _result(skeleton.run_session(plan, reports, pytest_args, phases)[0])
 
@@ -88,7 +87,6 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
         tree=build.patched_tree,
         defect_modules={Path(m).name: d for m, d in modules.items()},
         env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)},
-        programs=True,
     )
     return _result(skeleton.run_session(plan, reports, pytest_args, phases)[0])
 

@@ -51,9 +51,6 @@ class Plan:
     python: Path | str = sys.executable
     env_extra: dict[str, str] = field(default_factory=dict)
     label: str | None = None  # the log line for the pytest command, if not the command itself
-    # Keep the suite's traced programs between runs (lbfgs_gate/suite/programs.py): only for an
-    # optax the gate built from an sdist, never a fork's tree or the environment's optax.
-    programs: bool = False
     context: tuple[str, ...] = ()  # report.md lines after the optax under test
     # A session's own rule on top of the verdict's (the fork gate: a patch that applies while
     # its defect reads absent); it may only add reasons.
@@ -101,7 +98,6 @@ def run_session(
                 args=args,
                 python=plan.python,
                 env_extra=plan.env_extra,
-                programs=plan.programs,
             )
         else:
             record = runner.run(
@@ -112,7 +108,6 @@ def run_session(
                 args=args,
                 python=plan.python,
                 env_extra=plan.env_extra,
-                programs=plan.programs,
                 label=plan.label,
             )
             records = {"suite": record}

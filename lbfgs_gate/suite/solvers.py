@@ -17,8 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lbfgs_gate.suite import programs
-
 
 def quadratic(A, b):
     """f(x) = 1/2 x^T A x - b^T x, minimised at A^-1 b."""
@@ -223,7 +221,7 @@ def compiled(name: str, transform: str = "value", argnum: int | tuple = 1, **sta
 
 @functools.cache
 def _compiled(name: str, transform: str, argnum, static: tuple):
-    return programs.kept(_jitted(name, transform, argnum, static), f"solvers.{name} {transform} {argnum!r} {static!r}")
+    return _jitted(name, transform, argnum, static)
 
 
 def _jitted(name: str, transform: str, argnum, static: tuple):

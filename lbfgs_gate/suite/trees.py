@@ -26,7 +26,6 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from lbfgs_gate.plugin import patch_state
-from lbfgs_gate.suite import programs
 
 
 def tree_quadratic(data, params):
@@ -102,7 +101,7 @@ def compiled(name: str, transform: str = "value", **static):
         jitted = jax.jit(jax.grad(lambda data, x0: tree_sum(solver(data, x0)), argnums=(0, 1)))
     else:
         raise ValueError(f"unknown transform {transform!r}")
-    return programs.kept(jitted, f"trees.{name} {transform} {sorted(static.items())!r}")
+    return jitted
 
 
 def implicit_tangent(objective: str, data, solution, data_tangent):

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from lbfgs_gate.suite import programs, solvers
+from lbfgs_gate.suite import solvers
 
 # The stopping tolerance on |g| of each dtype's solves.
 TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-11}
@@ -95,7 +95,7 @@ def _run_opt_jvp(name, dtype, opt=None):
     f, theta, x_star, x0 = FUNCTIONS[name]
     theta, x_star, x0 = (np.asarray(v, dtype) for v in (theta, x_star, x0))
     dtheta = np.linspace(1.0, 2.0, theta.shape[0]).astype(dtype)
-    given, opt = opt, opt or optax.lbfgs()
+    opt = opt or optax.lbfgs()
     tol = TOLERANCE[np.dtype(dtype)]
 
     @jax.jit
@@ -105,7 +105,7 @@ def _run_opt_jvp(name, dtype, opt=None):
 
         return jax.jvp(solution, (theta,), (dtheta,))
 
-    x, dx = programs.kept(derivative, f"user_loops._run_opt_jvp {name} {MAX_ITER} {tol!r}", given)(theta, x0, dtheta)
+    x, dx = derivative(theta, x0, dtheta)
     want = implicit_jvp(f, x_star, theta, dtheta)
     assert np.allclose(np.asarray(x, np.float64), x_star, atol=1e-2), f"{name}: the solve found {x}, not {x_star}"
     return np.asarray(dx), want
@@ -152,7 +152,6 @@ def run_opt_backtracking_quadratic(dtype):
 
         return jax.jvp(solution, (b,), (db,))[1]
 
-    derivative = programs.kept(derivative, f"user_loops.run_opt_backtracking_quadratic {MAX_ITER} {tol!r}", A, x0)
     return np.asarray(derivative(b, db)), np.linalg.solve(A.astype(np.float64), db.astype(np.float64))
 
 
@@ -171,13 +170,8 @@ def vmap_over_problems(dtype):
     b = np.stack([p[1] for p in problems])
     x0 = np.stack([p[2] for p in problems])
     tol = 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
-    jacobian = programs.kept(
-        jax.jit(
-            jax.vmap(
-                jax.jacfwd(lambda A, b, x0: solvers.lbfgs_solve(A, b, x0, max_steps=200, rel_tol=tol)[0], argnums=1)
-            )
-        ),
-        f"user_loops.vmap_over_problems {tol!r}",
+    jacobian = jax.jit(
+        jax.vmap(jax.jacfwd(lambda A, b, x0: solvers.lbfgs_solve(A, b, x0, max_steps=200, rel_tol=tol)[0], argnums=1))
     )
     return np.asarray(jacobian(A, b, x0)), np.linalg.inv(A.astype(np.float64))
 
@@ -188,8 +182,6 @@ def forward_against_reverse(dtype):
     static = dict(num_steps=60, step_size=0.5)
     forward = jax.jit(jax.jacfwd(functools.partial(solvers.scale_by_lbfgs_unroll, **static), argnums=1))
     reverse = jax.jit(jax.jacrev(functools.partial(solvers.scale_by_lbfgs_unroll, **static), argnums=1))
-    forward = programs.kept(forward, f"user_loops.forward_against_reverse jacfwd {static!r}")
-    reverse = programs.kept(reverse, f"user_loops.forward_against_reverse jacrev {static!r}")
     return np.asarray(reverse(A, b, x0)), np.asarray(forward(A, b, x0), np.float64)
 
 
@@ -204,7 +196,7 @@ def hessian_through_unroll(dtype):
         return 0.5 * jnp.sum((x - t) ** 2)
 
     inverse = np.linalg.inv(A.astype(np.float64))
-    hessian = programs.kept(jax.jit(jax.hessian(outer)), f"user_loops.hessian_through_unroll {static!r}", A, x0, t)
+    hessian = jax.jit(jax.hessian(outer))
     return np.asarray(hessian(b)), inverse @ inverse
 
 
@@ -220,9 +212,7 @@ def hessian_through_solve(dtype):
         return 0.5 * jnp.sum((x - t) ** 2)
 
     inverse = np.linalg.inv(A.astype(np.float64))
-    hessian = programs.kept(
-        jax.jit(jax.jacfwd(jax.jacfwd(outer))), f"user_loops.hessian_through_solve {tol!r}", A, x0, t
-    )
+    hessian = jax.jit(jax.jacfwd(jax.jacfwd(outer)))
     return np.asarray(hessian(b)), inverse @ inverse
 
 
