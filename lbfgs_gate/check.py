@@ -21,7 +21,17 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from lbfgs_gate import PATCHES_DIR, GateError, defects, inventory, runner, series, skeleton, verdict, work_dir
+from lbfgs_gate import (
+    PATCHES_DIR,
+    GateError,
+    defects,
+    inventory,
+    runner,
+    series,
+    skeleton,
+    verdict,
+    work_dir,
+)
 
 SESSION = "check"
 # The oldest optax whose L-BFGS the suite knows (the matrix's first release).
@@ -104,30 +114,39 @@ def release_of(version: str) -> str:
 def patches_for(release: str, only: set[str] | None = None, tree: Path | None = None) -> list[Path]:
     """The files of the series for `release`, in order, leaving out patches already upstream (or,
     with `tree`, already applied there); only those of the defects in `only`, if given. Which
-    variant serves a published release is in the series' release table; `tree`, a checkout,
-    decides on its own files instead."""
+    variant serves a release is series.file_for's rule; `tree`, a checkout, is also checked
+    for what applies and what it already carries."""
+    patches = series.read_series(PATCHES_DIR / "series")
     if tree is not None:
-        statuses = series.series_status(tree, series.read_series(PATCHES_DIR / "series"), release)
-        where = f"the optax checkout {tree}"
-    else:
-        table = series.release_table()
-        if release not in table:
-            known = ", ".join(table) or "none"
+        statuses = series.series_status(tree, patches, release)
+        stuck = series.blocking(statuses)
+        if stuck is not None:
             raise GateError(
-                f"optax {release} is not a release the series was checked on ({known}): "
+                f"the series does not apply to the optax checkout {tree}: {stuck.patch} {stuck.state} ({stuck.detail})"
+            )
+    else:
+        checked = series.checked_releases()
+        if release not in checked:
+            raise GateError(
+                f"optax {release} is not a release the series was checked on ({', '.join(checked)}): "
                 "pass --tree PATH/TO/optax to choose the patches on your checkout"
             )
-        statuses = table[release]
-        where = f"optax {release}"
-    stuck = series.blocking(statuses)
-    if stuck is not None:
-        raise GateError(f"the series does not apply to {where}: {stuck.patch} {stuck.state} ({stuck.detail})")
+        statuses = [series.Status(p.name, _published_state(p, release), "", _source(p, release)) for p in patches]
     by_patch = {d.patch: d.name for d in defects.DEFECTS.values() if d.patch}
     return [
         PATCHES_DIR / status.source
         for status in statuses
         if status.state == "applies" and (only is None or by_patch.get(status.patch) in only)
     ]
+
+
+def _published_state(patch: Path, release: str) -> str:
+    shipped = series.read_patch(patch).applied_upstream
+    return "upstream" if shipped and series.version_tuple(release) >= series.version_tuple(shipped) else "applies"
+
+
+def _source(patch: Path, release: str) -> str:
+    return str(series.file_for(patch, release).relative_to(patch.parent))
 
 
 def advice(judged: verdict.Verdict, version: str) -> list[str]:
@@ -207,7 +226,7 @@ def print_patches(release: str | None, show: bool, only: list[str], tree: Path |
     if tree is not None and not (Path(tree) / "optax" / "_src" / "transform.py").is_file():
         raise GateError(f"--tree {tree}: not an optax checkout (no optax/_src/transform.py there)")
     if release is None and tree is not None:
-        release = _tree_version(Path(tree))
+        release = series.tree_release(Path(tree))
     if release is None:
         found = _version("optax")
         if found is None:
@@ -229,12 +248,6 @@ def print_patches(release: str | None, show: bool, only: list[str], tree: Path |
     for path in files:
         print(f"  {path}")
     return 0
-
-
-def _tree_version(tree: Path) -> str | None:
-    """The __version__ an optax checkout declares, for patches already upstream."""
-    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", (tree / "optax" / "__init__.py").read_text())
-    return found.group(1) if found else None
 
 
 def add_command(commands) -> None:

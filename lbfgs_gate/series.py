@@ -129,41 +129,43 @@ class Status:
     source: str = ""
 
 
-def _is_release(name: str) -> bool:
-    return re.fullmatch(r"\d+(\.\d+)+", name) is not None
+VARIANTS = PATCHES_DIR / "variants.json"
 
 
-def variants(patch: Path) -> dict[str, Path]:
-    """The variants of a series patch: release -> patches/<release>/<same name>.
-
-    A variant is the same change regenerated on another release's sdist, for a
-    release where the context of the patch itself no longer matches.
-    """
-    folder = Path(patch).parent
-    found = {d.name: d / Path(patch).name for d in folder.iterdir() if d.is_dir() and _is_release(d.name)}
-    return {release: path for release, path in found.items() if path.is_file()}
+def checked_releases(path: Path = VARIANTS) -> list[str]:
+    """The published releases the series was checked on, each with the files file_for names
+    (the gate's own tests apply them to each release's sdist)."""
+    return json.loads(Path(path).read_text())["checked"]
 
 
-def candidates(patch: Path, release: str | None = None) -> list[Path]:
-    """The files that may carry `patch` on `release`, most likely first.
+def variant_table(path: Path = VARIANTS) -> dict[str, dict[str, str]]:
+    """The one table of variants: from a release on, which patch is carried by the file of the
+    same name in another folder of the series (patches/<folder>/<name>), by patch number."""
+    table = json.loads(Path(path).read_text())
+    return {release: row for release, row in table.items() if re.fullmatch(r"\d+(\.\d+)+", release)}
 
-    The variant made for `release` itself, then the patch as listed, then the other
-    variants, nearest release first (newer first on a tie): neighbouring releases
-    share the most context.
-    """
+
+def file_for(patch: Path, release: str | None) -> Path:
+    """The file that carries `patch` on `release`: the one rule. The table's row for the newest
+    release it lists at or below `release` (a 0.2.9.dev checkout takes 0.2.8's row) names the
+    variant; a patch that row does not name, or a release below every row (the base release the
+    series is made for), takes the patch as listed. Nothing is chosen by trying files: a variant
+    can apply cleanly where it is wrong (0006 as listed applies to 0.2.5 and calls otu.*, which
+    0.2.5's transform.py does not import)."""
     patch = Path(patch)
-    found = variants(patch)
     if release is None:
-        return [patch, *(found[r] for r in sorted(found, key=version_tuple))]
-    exact = [found.pop(release)] if release in found else []
-
-    def distance(other: str) -> tuple:
-        a, b = version_tuple(release), version_tuple(other)
-        width = max(len(a), len(b))
-        a, b = a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
-        return tuple(abs(x - y) for x, y in zip(a, b, strict=True)), tuple(-x for x in b)
-
-    return [*exact, patch, *(found[r] for r in sorted(found, key=distance))]
+        return patch
+    table = variant_table()
+    rows = [r for r in table if version_tuple(r) <= version_tuple(release)]
+    if not rows:
+        return patch
+    folder = table[max(rows, key=version_tuple)].get(patch.name[:4])
+    if folder is None:
+        return patch
+    variant = patch.parent / folder / patch.name
+    if not variant.is_file():
+        raise GateError(f"{VARIANTS.name} names {folder}/{patch.name}, which is not in the series: add it or fix it")
+    return variant
 
 
 def _source(candidate: Path, patch: Path) -> str:
@@ -198,29 +200,26 @@ def patch_status(tree: Path, patch: Path, release: str | None = None) -> Status:
       earlier, and the lines it removes are gone from the tree (upstream may spell a
       fix differently from the patch, as 0.2.5 did for 0001).
     conflicts: none of these; the detail names the file and hunk.
-    Variants are tried in the order of `candidates`; the first that is applied or
-    applies is named in `source` (git apply has no fuzz: a clean apply is exact).
+    The file tried is the one `file_for` names for `release`; it is named in `source`
+    (git apply has no fuzz: a clean apply is exact).
     """
     patch = Path(patch)
-    tried = candidates(patch, release)
-    for candidate in tried:
-        via = "" if candidate == patch else f"variant {_source(candidate, patch)}"
-        if _git_apply(tree, candidate, "--check", "--reverse").returncode == 0:
-            return Status(patch.name, "applied", via, _source(candidate, patch))
-        if _git_apply(tree, candidate, "--check").returncode == 0:
-            return Status(patch.name, "applies", via, _source(candidate, patch))
+    carrier = file_for(patch, release)
+    via = "" if carrier == patch else f"variant {_source(carrier, patch)}"
+    if _git_apply(tree, carrier, "--check", "--reverse").returncode == 0:
+        return Status(patch.name, "applied", via, _source(carrier, patch))
+    if _git_apply(tree, carrier, "--check").returncode == 0:
+        return Status(patch.name, "applies", via, _source(carrier, patch))
     shipped = read_patch(patch).applied_upstream
     if shipped and release and version_tuple(release) >= version_tuple(shipped):
-        still = [line for candidate in tried for line in _lines_still_present(tree, candidate)]
+        still = _lines_still_present(tree, carrier)
         if not still:
             return Status(patch.name, "upstream", f"fixed upstream in {shipped}")
         return Status(
             patch.name, "conflicts", f"header says fixed upstream in {shipped}, but the tree still has {still[0]!r}"
         )
-    detail = _conflict(_git_apply(tree, patch, "--check").stderr)
-    if len(tried) > 1:
-        detail += f" (and {len(tried) - 1} variant(s) do not apply either)"
-    return Status(patch.name, "conflicts", detail)
+    detail = _conflict(_git_apply(tree, carrier, "--check").stderr)
+    return Status(patch.name, "conflicts", f"{detail} ({via})" if via else detail)
 
 
 def series_status(tree: Path, patches: list[Path], release: str | None = None) -> list[Status]:
@@ -233,7 +232,9 @@ def series_status(tree: Path, patches: list[Path], release: str | None = None) -
     taken off it; then, in order, each patch carried is put back, and each other one is
     classified and, when it applies, applied to the copy, as `git am` would stack it.
     """
-    files = {f for patch in patches for candidate in candidates(patch, release) for f in read_patch(candidate).files}
+    if release is None:
+        release = tree_release(tree)
+    files = {f for patch in patches for f in read_patch(file_for(patch, release)).files}
     with tempfile.TemporaryDirectory(prefix="series-status-") as scratch:
         copy = Path(scratch) / "tree"
         for relative in files:
@@ -243,12 +244,11 @@ def series_status(tree: Path, patches: list[Path], release: str | None = None) -
         copy.mkdir(exist_ok=True)
         found: dict[str, Status] = {}
         for patch in reversed(patches):
-            for candidate in candidates(patch, release):
-                if _git_apply(copy, candidate, "--check", "--reverse").returncode == 0:
-                    via = "" if candidate == patch else f"variant {_source(candidate, patch)}"
-                    found[patch.name] = Status(patch.name, "applied", via, _source(candidate, patch))
-                    _git_apply(copy, candidate, "--reverse")
-                    break
+            carrier = file_for(patch, release)
+            if _git_apply(copy, carrier, "--check", "--reverse").returncode == 0:
+                via = "" if carrier == patch else f"variant {_source(carrier, patch)}"
+                found[patch.name] = Status(patch.name, "applied", via, _source(carrier, patch))
+                _git_apply(copy, carrier, "--reverse")
         statuses = []
         for patch in patches:
             status = found.get(patch.name) or patch_status(copy, patch, release)
@@ -264,18 +264,11 @@ def added_tests(patch: Path) -> list[str]:
     return [file for file in read_patch(patch).files if file.endswith("_test.py")]
 
 
-RELEASE_TABLE = PATCHES_DIR / "releases.json"
-
-
-def release_table(path: Path = RELEASE_TABLE) -> dict[str, list[Status]]:
-    """The series as it stands on each published release (release -> one Status per patch):
-    which variant applies, which patch is upstream. Written from the releases' sdists by
-    `python tools/write_release_table.py`, so that `lbfgs-gate patches --release R` needs no
-    tree; the gate's own tests check it against the 0.2.4 and 0.2.8 sdists."""
-    if not Path(path).is_file():
-        return {}
-    table = json.loads(Path(path).read_text())
-    return {release: [Status(**entry) for entry in statuses] for release, statuses in table.items()}
+def tree_release(tree: Path) -> str | None:
+    """The __version__ an optax tree declares (a checkout's 0.2.9.dev0 takes 0.2.8's variants)."""
+    init = Path(tree) / "optax" / "__init__.py"
+    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", init.read_text()) if init.is_file() else None
+    return found.group(1) if found else None
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

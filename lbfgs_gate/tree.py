@@ -47,21 +47,21 @@ def intact(folder: Path, report=print) -> bool:
     return False
 
 
-def _tree_key(sdist_path: Path, patches: list[Path]) -> str:
+def _tree_key(sdist_path: Path, patches: list[Path], release: str) -> str:
     digest = hashlib.sha256(sdist_path.read_bytes())
     digest.update(MANIFEST.encode())  # a tree written by another version of the gate is not reused
     for patch in patches:
-        # Every variant counts: which one applies is decided while building the tree.
-        for candidate in series.candidates(patch):
-            digest.update(str(candidate.relative_to(patch.parent)).encode())
-            digest.update(candidate.read_bytes())
+        # The file that carries each patch on this release (series.file_for), name and bytes.
+        carrier = series.file_for(patch, release)
+        digest.update(str(carrier.relative_to(patch.parent)).encode())
+        digest.update(carrier.read_bytes())
     return digest.hexdigest()[:12]
 
 
 def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Path:
     """The optax `release` sdist with the whole series applied.
 
-    Each patch is applied as the file `series.patch_status` picks for the release
+    Each patch is applied as the file `series.file_for` names for the release
     (the patch or its variant for that release); a patch already in the release
     (status "upstream" or "applied") is skipped and recorded as such in the tree's
     MANIFEST. Any other patch that does not apply stops the build.
@@ -74,7 +74,7 @@ def prepare(release: str, series_file: Path, sdist_dir=None, report=print) -> Pa
     series.require_tool("git")
     sdist_path = sdist.fetch(release, sdist_dir)
     trees = work_dir() / "trees"
-    tree = trees / f"optax-{release}+{_tree_key(sdist_path, patches)}"
+    tree = trees / f"optax-{release}+{_tree_key(sdist_path, patches, release)}"
     if intact(tree, report=print):
         report(f"patched tree: {tree} (reused, its content verified)")
         return tree

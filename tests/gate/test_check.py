@@ -8,7 +8,18 @@ import tomllib
 
 import pytest
 
-from lbfgs_gate import PACKAGE_DIR, PROJECT_ROOT, GateError, check, defects, inventory, matrix, sdist, series
+from lbfgs_gate import (
+    PACKAGE_DIR,
+    PROJECT_ROOT,
+    GateError,
+    base_release,
+    check,
+    defects,
+    inventory,
+    matrix,
+    sdist,
+    series,
+)
 from tests.gate.conftest import git, make_repository
 
 PATCHABLE = {name for name, d in defects.DEFECTS.items() if d.patch}
@@ -48,20 +59,29 @@ def test_the_patches_for_a_release_leave_out_what_is_upstream_and_take_its_varia
 def test_a_release_the_series_was_not_checked_on_asks_for_the_checkout():
     with pytest.raises(GateError, match="--tree PATH/TO/optax"):
         check.patches_for("0.2.9")
-    with pytest.raises(GateError, match="does not apply to optax 0.2.3: 0001"):
+    with pytest.raises(GateError, match="0.2.3 is not a release the series was checked on"):
         check.patches_for("0.2.3")
 
 
-@pytest.mark.parametrize("release", ["0.2.4", "0.2.8"])
-def test_the_release_table_is_the_series_status_on_the_release_as_published(release, sdist_dir, tmp_path):
-    # Written by tools/write_release_table.py from every release's sdist; here checked on the
-    # releases the gate's tests have (the matrix has them all).
+@pytest.mark.parametrize("release", series.checked_releases())
+def test_each_checked_release_takes_the_files_the_variant_table_names(release, sdist_dir, tmp_path):
+    # What `lbfgs-gate patches --release R` prints without a tree is what applies to R's sdist.
     tree = sdist.unpack(sdist.fetch(release, sdist_dir), tmp_path / release)
-    assert series.release_table()[release] == series.series_status(tree, series.read_series(), release)
+    assert series.blocking(series.series_status(tree, series.read_series(), release)) is None
+    printed = check.patches_for(release)
+    applied = [s.source for s in series.series_status(tree, series.read_series(), release) if s.state == "applies"]
+    assert [str(p.relative_to(PACKAGE_DIR / "patches")) for p in printed] == applied
 
 
-def test_the_release_table_covers_every_release_of_the_matrix():
-    assert sorted(series.release_table(), key=series.version_tuple) == matrix.releases()
+def test_the_checked_releases_are_the_matrix_from_the_base_release_on():
+    base = series.version_tuple(base_release())
+    assert series.checked_releases() == [r for r in matrix.releases() if series.version_tuple(r) >= base]
+
+
+def test_a_checkout_of_a_development_version_takes_the_newest_release_row():
+    listed = series.read_series()
+    assert series.file_for(listed[1], "0.2.9.dev0") == series.file_for(listed[1], "0.2.8") != listed[1]
+    assert series.file_for(listed[1], "0.2.4") == listed[1]
 
 
 def test_patches_for_a_checkout_are_those_it_lacks(pristine_tree):
