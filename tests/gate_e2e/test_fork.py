@@ -11,10 +11,12 @@ import pytest
 
 from lbfgs_gate import PATCHES_DIR, defects, series
 from tests.gate import forks
-from tests.gate.forks import P0001, P0002, P0003, P0004, P0005, P0006
+from tests.gate.forks import P0001, P0002, P0005, P0006, P0007
 
 # Every defect the series fixes is in optax 0.2.4 as published (the series is made for it).
 PATCHABLE = {d.name: d.patch for d in defects.DEFECTS.values() if d.patch is not None}
+# Every patch of the series, in order (the option 0007 included): what --apply must apply.
+SERIES = [p.name for p in series.read_series()]
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +78,7 @@ def test_apply_makes_the_pristine_fork_green_in_a_scratch_copy(pristine, fork_ga
     result, report = fork_gate(str(pristine), "--apply")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert report["verdict"] == "green"
-    assert [(a["patch"], a["how"], a["ok"]) for a in report["applied"]] == [
-        (P0001, "git am", True),
-        (P0002, "git am", True),
-        (P0003, "git am", True),
-        (P0004, "git am", True),
-        (P0005, "git am", True),
-        (P0006, "git am", True),
-    ]
+    assert [(a["patch"], a["how"], a["ok"]) for a in report["applied"]] == [(p, "git am", True) for p in SERIES]
     assert forks.git(pristine, "rev-parse", "HEAD") == head, "--apply changed the fork itself"
     assert forks.git(pristine, "status", "--porcelain") == ""
 
@@ -95,14 +90,7 @@ def test_apply_on_a_conflicting_fork_goes_green_through_0003_and_names_the_confl
     fork = forks.with_conflicting_edit(pristine, tmp_path / "conflicting-edit")
     result, report = fork_gate(str(fork), "--apply")
     applied = {a["patch"]: (a["how"], a["ok"]) for a in report["applied"]}
-    assert applied == {
-        P0001: ("git am -3", False),
-        P0002: ("git am", True),
-        P0003: ("git am", True),
-        P0004: ("git am", True),
-        P0005: ("git am", True),
-        P0006: ("git am", True),
-    }
+    assert applied == {p: ("git am -3", False) if p == P0001 else ("git am", True) for p in SERIES}
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert report["verdict"] == "green" and report["findings"] == [] and report["reasons"] == []
     states = {p["patch"]: (p["state"], p["detail"]) for p in report["patches"]}
@@ -128,9 +116,9 @@ def test_newest_release_fork_is_judged_with_its_own_pins_and_lacks_0002_to_0004(
 
 
 def test_fork_relabelled_as_a_newer_version_gets_its_base_releases_pins(pristine, fork_gate, tmp_path):
-    # 0.2.4 with 0001 to 0004, lacking 0005 (and 0006, made on top of it), calling itself
-    # 0.2.9.dev0: by its version it would get 0.2.8's pins (jax 0.10.2).
-    patches = [p for p in series.read_series() if p.name not in (P0005, P0006)]
+    # 0.2.4 with 0001 to 0004, lacking 0005 (and 0006 and 0007, made on top of it), calling
+    # itself 0.2.9.dev0: by its version it would get 0.2.8's pins (jax 0.10.2).
+    patches = [p for p in series.read_series() if p.name not in (P0005, P0006, P0007)]
     fork = forks.relabelled(pristine, tmp_path / "relabelled", "0.2.9.dev0", patches)
     result, report = fork_gate(str(fork))
     assert report["fork"]["base_release"] == "0.2.4" and report["fork"]["optax_version"] == "0.2.9.dev0"
