@@ -1,6 +1,7 @@
 """The gate's verdict: records of what each test did (lbfgs_gate/run_record.py) in, one decision out.
 
-Every session that judges (unpatched, patched, upstream, matrix, fork) calls `judge`;
+Every session that judges (unpatched, patched, upstream, matrix, fork, check, the hunk proof) calls
+`judge`; optax's whole suite, compared as published and with the series, `optax_suite_differences`;
 nothing else decides. The rules:
 
 - A detector (a test marked with defects) of a defect expected present (every defect
@@ -395,6 +396,33 @@ def write(verdict: Verdict, folder: Path, context: list[str] = (), extra: dict |
     document = {**verdict.to_json(), **(extra or {})}
     (folder / "verdict.json").write_text(json.dumps(document, indent=2) + "\n")
     (folder / "report.md").write_text(markdown(verdict, context))
+
+
+def optax_suite_differences(published: dict[str, str], patched: dict[str, str], series_modules: list[str]) -> list[str]:
+    """optax's whole suite (`nox -s optax_suite`), as published against with the series, test id -> outcome:
+    the differences that break the claim, one line each (empty: the series adds its tests and changes no
+    other outcome)."""
+    problems = []
+    from_series = {t for t in patched if any(t.startswith(m + ".") for m in series_modules)}
+    for test_id in sorted(set(published) | set(patched)):
+        before, after = published.get(test_id), patched.get(test_id)
+        if test_id in from_series:
+            if after != "passed":
+                problems.append(f"{test_id}: a test of the series, {after} with the series")
+            elif before is not None:
+                problems.append(f"{test_id}: a test of the series, but the release as published has it")
+        elif after is None:
+            problems.append(f"{test_id}: {before} as published, not run with the series")
+        elif before is None:
+            problems.append(f"{test_id}: new with the series ({after}), not from one of its test modules")
+        elif before != after:
+            problems.append(f"{test_id}: {before} as published, {after} with the series")
+    return problems
+
+
+def optax_suite_verdict(differences: list[str]) -> str:
+    """Green only when the series adds its tests and changes no other outcome of optax's suite."""
+    return "red" if differences else "green"
 
 
 def load_record(path: Path, label: str, returncode: int | None) -> Record:

@@ -231,3 +231,17 @@ def test_table_ends_with_one_verdict_line(judge):
     assert verdict.table(green).splitlines()[-1] == "GATE GREEN: unpatched"
     red = judge(SEED_DETECTOR + "    pass\n", UNPATCHED)
     assert verdict.table(red).splitlines()[-1].startswith("GATE RED: unpatched: seed-leak: ")
+
+
+def test_optax_suite_is_red_on_any_outcome_the_series_changes_and_green_on_its_own_tests_added():
+    published = {"_src.a_test.T.test_x": "passed", "_src.a_test.T.test_y": "skipped"}
+    added = {**published, "_src.lbfgs_new_test.T.test_z": "passed"}
+    assert verdict.optax_suite_differences(published, added, ["_src.lbfgs_new_test"]) == []
+    assert verdict.optax_suite_verdict([]) == "green"
+    changed = {**added, "_src.a_test.T.test_y": "passed"}
+    assert verdict.optax_suite_differences(published, changed, ["_src.lbfgs_new_test"]) == [
+        "_src.a_test.T.test_y: skipped as published, passed with the series"
+    ]
+    lost = {"_src.lbfgs_new_test.T.test_z": "failed"}
+    differences = verdict.optax_suite_differences(published, lost, ["_src.lbfgs_new_test"])
+    assert len(differences) == 3 and verdict.optax_suite_verdict(differences) == "red"
