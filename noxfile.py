@@ -102,14 +102,10 @@ def optax_suite(session, release):
 
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("release", RELEASES)
-def mutants(session, release):
-    """Each library hunk of the series reversed alone must be caught by its patch's detectors (slow)."""
-    from lbfgs_gate.mutants import clear_reports
-
-    # First, before the install and any argument check: no earlier verdict survives this run.
-    clear_reports(release)
+def hunk_proof(session, release):
+    """Each code hunk of the series, reversed alone on the series up to its patch, must be caught (slow)."""
     _install_suite(session, f"constraints/optax-{release}.txt")
-    _lbfgs_gate(session, "mutants", "--release", release, "--", *session.posargs)
+    session.run("python", "tools/hunk_proof.py", "--release", release, *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -21,7 +21,6 @@ from lbfgs_gate import (
     fork,
     inventory,
     matrix,
-    mutants,
     newest_release,
     runner,
     sdist,
@@ -109,7 +108,6 @@ def main(argv=None) -> int:
     check.add_command(commands)
     fork.add_command(commands)
     matrix.add_command(commands)
-    mutants.add_command(commands)
 
     # Everything after "--" is passed through to pytest.
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,8 +1,8 @@
-"""One skeleton for every judged run: the sessions, the fork gate, the matrix, the mutants'
-stages and `lbfgs-gate check`.
+"""One skeleton for every judged run: the sessions, the fork gate, the matrix, the stages
+of tools/hunk_proof.py and `lbfgs-gate check`.
 
 Each builds the optax it tests its own way (an sdist with or without the series, a fork's
-checkout, a mutant, the environment as it is) and describes the run as a `Plan`; then
+checkout, a stage with one hunk reversed, the environment as it is) and describes the run as a `Plan`; then
 `start` clears its reports first and refuses what would change what runs, and
 `run_session` runs pytest through lbfgs_gate/runner.py, judges the record with
 lbfgs_gate/verdict.py, writes verdict.json and report.md, and prints the verdict table.

@@ -62,7 +62,7 @@ class Expectation:
     # The suite's committed inventory (node id -> defect markers) the run must have
     # collected, exactly; None where a session does not check it (the gate's own tests).
     inventory: dict[str, list[str]] | None = None
-    # The defects this run judges, when not all (the mutants session judges one patch's
+    # The defects this run judges, when not all (tools/hunk_proof.py judges one patch's
     # defect on a prefix of the series): the others are "not judged", whatever their tests do.
     only: frozenset[str] | None = None
 
@@ -327,7 +327,7 @@ def table(verdict: Verdict) -> str:
     lines = [header]
     for name, row in verdict.defects.items():
         if row.expected == "not judged":
-            continue  # a run that judges some defects only (check, a mutants stage)
+            continue  # a run that judges some defects only (check, a stage of tools/hunk_proof.py)
         optax = f"{row.optax_reproduced}/{row.optax_tests} reproduced" if row.optax_tests else "-"
         lines.append([name, row.expected, f"{row.reproduced}/{row.detectors}", optax, row.outcome])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

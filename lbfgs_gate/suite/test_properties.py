@@ -203,7 +203,7 @@ PAST_CONVERGENCE_FLOAT32 = problems.Problem(
 
 
 # The pinned example overflows through the memory alone; the search also finds problems
-# whose stepsize's tangent overflows: with 0001 to 0003 applied (the mutants session's stage
+# whose stepsize's tangent overflows: with 0001 to 0003 applied (tools/hunk_proof.py's stage
 # of 0003), a 5-D quadratic of condition 100 from x0 = (1, 0, 0, 0, 1/64), b = 0, still gave
 # a non-finite d/dA, finite once 0004 is applied too. So it detects both.
 @pytest.mark.defect("memory-leak")
@@ -401,7 +401,7 @@ FD_STEP = 1e-4
 FD_TOLERANCE = 1e-5
 
 
-# Through optax.lbfgs(), so through the zoom linesearch too: the mutants session's stage of
+# Through optax.lbfgs(), so through the zoom linesearch too: tools/hunk_proof.py's stage of
 # 0003 (0001 to 0003 applied) reproduced it on a 2-D problem of condition 1e3 (|g0| = 5.5e5)
 # whose jvp was 3.9e3 off central differences, as the stepsize's tangent still flows there.
 @pytest.mark.defect("memory-leak")

@@ -318,13 +318,13 @@ STAGE_TESTS = (
 def test_a_stage_judges_its_defect_alone_and_still_every_rule(judge):
     only = verdict.Expectation(only=frozenset({"stepsize-leak"}))
     # Intact: the stage's defect absent; another defect's symptoms are not judged, nor a missing limit.
-    intact = judge(STAGE_TESTS, only, symptoms=False, session="mutants")
+    intact = judge(STAGE_TESTS, only, symptoms=False, session="hunk_proof")
     assert intact.verdict == "green", intact.reasons
     assert intact.defects["memory-leak"].outcome == "not judged" and intact.defects["stepsize-leak"].outcome == "absent"
-    # A mutant: the stage's defect reproduced is red, and named.
-    mutant = judge(STAGE_TESTS, only, symptoms=True, session="mutants")
-    assert mutant.verdict == "red" and mutant.defects["stepsize-leak"].outcome == "present"
-    assert any("stepsize-leak present: test_generated.py::test_both" in r for r in mutant.reasons)
+    # A hunk reversed: the stage's defect reproduced is red, and named.
+    reversed_hunk = judge(STAGE_TESTS, only, symptoms=True, session="hunk_proof")
+    assert reversed_hunk.verdict == "red" and reversed_hunk.defects["stepsize-leak"].outcome == "present"
+    assert any("stepsize-leak present: test_generated.py::test_both" in r for r in reversed_hunk.reasons)
     # The stage's detector skipped is no detection, as everywhere.
     skipped = judge(STAGE_TESTS.replace("def test_both", "@pytest.mark.skip\ndef test_both"), only, symptoms=False)
     assert skipped.verdict == "red" and any("not a detection" in r for r in skipped.reasons)
