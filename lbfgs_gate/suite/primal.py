@@ -13,6 +13,7 @@ optax under test against that record.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -27,6 +28,22 @@ NUM_STEPS = 25
 # also run with it (recorded where optax lacks it, as the release's own run), one of each
 # objective, as each run costs a compile.
 EXACT_OPTION_PROBLEMS = ("quadratic-5d-cond1e3", "log-sum-exp-4d")
+
+# Parameters as users pass them, each a quadratic over the flattened parameters (A, b and x0
+# are the flat problem): a norm or a vdot that rounds differently on several leaves, a matrix
+# or complex numbers changes these iterates where the flat vector's do not move. Each entry:
+# the parameters' leaves by path and shape, the L-BFGS built, and the dtypes it runs in
+# (complex64: refused with a TypeError before 0.2.5, as published and with the series alike).
+SHAPE_STEPS = 12
+TREE = {"layer/bias": (2,), "layer/kernel": (3, 2), "scale": ()}
+SHAPES = {
+    "tree-zoom": dict(leaves=TREE, memory_size=10, linesearch="zoom", dtypes=("float32", "float64")),
+    "tree-backtracking-memory3": dict(
+        leaves=TREE, memory_size=3, linesearch="backtracking", dtypes=("float32", "float64")
+    ),
+    "matrix-zoom-memory5": dict(leaves={"W": (4, 3)}, memory_size=5, linesearch="zoom", dtypes=("float32",)),
+    "complex-zoom": dict(leaves={"z": (5,)}, memory_size=10, linesearch="zoom", dtypes=("complex64",)),
+}
 
 
 def reference_path(optax_version: str | None = None, jax_version: str | None = None) -> Path:
@@ -61,10 +78,97 @@ def problems() -> list[dict]:
         ("quadratic-3d-large-gradient", "quadratic", _spd(rng, [2.0, 5.0, 7.0]), [300.0, -40.0, 5.0], [1.0, 1.0, 1.0]),
         ("log-sum-exp-4d", "log-sum-exp", _spd(rng, [0.5, 1.0, 2.0, 4.0]), rng.standard_normal(4), np.zeros(4)),
     ]
+    for name, shape in SHAPES.items():
+        size = sum(int(np.prod(leaf)) for leaf in shape["leaves"].values())
+        # Complex parameters: b and x0 hold the real parts, then the imaginary parts.
+        width = 2 * size if shape["dtypes"] == ("complex64",) else size
+        A = _spd(rng, np.geomspace(1.0, 50.0, size))
+        cases.append((name, "shape", A, rng.standard_normal(width), 0.1 * rng.standard_normal(width)))
     return [
         dict(name=name, objective=objective, A=np.asarray(A, float), b=np.asarray(b, float), x0=np.asarray(x0, float))
         for name, objective, A, b, x0 in cases
     ]
+
+
+def dtypes(problem: dict) -> tuple[str, ...]:
+    """The dtypes a problem runs in."""
+    if problem["objective"] != "shape":
+        return ("float32", "float64")
+    return SHAPES[problem["name"]]["dtypes"]
+
+
+def _leaves_of(flat, leaves: dict):
+    """The parameters' pytree (nested dicts by path) from the flat vector."""
+    tree, start = {}, 0
+    for path, shape in leaves.items():
+        size = int(np.prod(shape))
+        *folders, name = path.split("/")
+        node = tree
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[name] = flat[start : start + size].reshape(shape)
+        start += size
+    return tree
+
+
+def shape_trajectory(A, b, x0, *, name: str):
+    """Iterates (every leaf) and values of SHAPE_STEPS steps of the L-BFGS of SHAPES[name]."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    shape = SHAPES[name]
+    linesearch = (
+        optax.scale_by_backtracking_linesearch(max_backtracking_steps=15, store_grad=True)
+        if shape["linesearch"] == "backtracking"
+        else optax.scale_by_zoom_linesearch(max_linesearch_steps=15)
+    )
+    opt = optax.lbfgs(memory_size=shape["memory_size"], linesearch=linesearch)
+    complex_parameters = jnp.iscomplexobj(x0)
+
+    def fun(params):
+        flat = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(params)])
+        return 0.5 * jnp.real(jnp.vdot(flat, A @ flat)) - jnp.real(jnp.vdot(b, flat))
+
+    def body(carry, _):
+        params, state = carry
+        if complex_parameters:
+            # As optax's own complex test: the conjugate of jax's gradient is passed on.
+            value, grad = jax.value_and_grad(fun)(params)
+            grad = jax.tree.map(jnp.conj, grad)
+        else:
+            value, grad = optax.value_and_grad_from_state(fun)(params, state=state)
+        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+        params = optax.apply_updates(params, updates)
+        return (params, state), (params, value)
+
+    x0 = _leaves_of(x0, shape["leaves"])
+    _, (iterates, values) = jax.lax.scan(body, (x0, opt.init(x0)), length=SHAPE_STEPS)
+    return iterates, values
+
+
+def _run_shape(problem: dict, dtype) -> dict[str, np.ndarray]:
+    import jax
+    import jax.numpy as jnp
+
+    real = "float32" if dtype == "complex64" else dtype
+    A, b, x0 = (jnp.asarray(problem[k], real) for k in ("A", "b", "x0"))
+    if dtype == "complex64":
+        size = A.shape[0]
+        b, x0 = (jax.lax.complex(v[:size], v[size:]) for v in (b, x0))
+    trajectory = jax.jit(functools.partial(shape_trajectory, name=problem["name"]))
+    try:
+        iterates, values = trajectory(A, b, x0)
+    except TypeError as error:
+        # Releases before 0.2.5 refuse complex parameters (their zoom linesearch's stepsize
+        # turns complex): the same refusal, on both sides, is the identity there.
+        if dtype != "complex64" or "complex" not in str(error):
+            raise
+        return {"refused_with_type_error": np.asarray(True)}
+    outputs = {"shape_values": values}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(iterates)[0]:
+        outputs["shape_iterates" + "".join(f"/{key.key}" for key in path)] = leaf
+    return outputs
 
 
 def run(problem: dict, dtype) -> dict[str, np.ndarray]:
@@ -72,6 +176,9 @@ def run(problem: dict, dtype) -> dict[str, np.ndarray]:
     import jax.numpy as jnp
 
     from lbfgs_gate.suite import solvers
+
+    if problem["objective"] == "shape":
+        return {key: np.asarray(value) for key, value in _run_shape(problem, dtype).items()}
 
     A, b, x0 = (jnp.asarray(problem[k], dtype) for k in ("A", "b", "x0"))
     objective = problem["objective"]
@@ -113,7 +220,7 @@ def record(output: Path) -> int:
 
     records = []
     for problem in problems():
-        for dtype in ("float32", "float64"):
+        for dtype in dtypes(problem):
             # float32 runs with x64 off, as a float32 user runs them (see lbfgs_gate/suite/conftest.py).
             jax.config.update("jax_enable_x64", dtype == "float64")
             outputs = run(problem, dtype)
