@@ -17,12 +17,14 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from lbfgs_gate import (
     PATCHES_DIR,
+    PROJECT_ROOT,
     GateError,
     defects,
     inventory,
@@ -104,6 +106,36 @@ def installed_versions() -> dict[str, str]:
                 "repair this environment first"
             ) from None
     return found
+
+
+def optax_imported(cwd: Path, env: dict | None = None) -> Path | None:
+    """The optax package folder that `import optax` gives to a Python started in `cwd` with
+    `env` (None: this process's environment); None when there is none. Found without
+    importing it (importlib's spec), so no jax is loaded for the answer."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import importlib.util as u; s = u.find_spec('optax'); print(s and s.origin or '')"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    origin = found.stdout.strip() if found.returncode == 0 else ""
+    return Path(origin).resolve().parent if origin else None
+
+
+def judged_optax() -> Path:
+    """The optax the detectors will import, which must be the one `import optax` gives where the
+    check is run: a folder holding its own optax/ (a checkout, a vendored copy) shadows the
+    installed one for the user, not for the detectors' process."""
+    here = optax_imported(Path.cwd())
+    judged = optax_imported(PROJECT_ROOT, runner.environment(SESSION))
+    if here != judged:
+        raise GateError(
+            f"`import optax` here gives {here}, but the check would judge {judged}: run lbfgs-gate check "
+            "from a folder without its own optax/, or install that copy (pip install -e PATH) and run it elsewhere"
+        )
+    return judged
 
 
 def release_of(version: str) -> str:
@@ -188,7 +220,7 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
 
     reports = skeleton.start(SESSION, pytest_args, clear)
     versions = installed_versions()
-    optax = f"optax {versions['optax']} (jax {versions['jax']}) as installed in {sys.prefix}"
+    optax = f"optax {versions['optax']} (jax {versions['jax']}) from {judged_optax()}"
     expected = inventory.expected()
     missing = [nodeid for nodeid in QUICK.values() if nodeid not in expected]
     if missing:

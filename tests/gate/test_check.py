@@ -2,9 +2,11 @@
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +161,20 @@ def test_the_package_declares_its_command_plugin_and_no_optax_or_jax():
     assert (PACKAGE_DIR / "suite" / "inventory.json").is_file() and (PACKAGE_DIR / "suite" / "pytest.ini").is_file()
     assert (PACKAGE_DIR / "patches" / "series").is_file()
     assert json.loads((PACKAGE_DIR / "suite" / "inventory.json").read_text())["tests"]
+
+
+def test_the_optax_judged_is_the_one_import_optax_gives_where_the_check_runs(tmp_path, monkeypatch):
+    for folder in ("installed", "checkout"):
+        (tmp_path / folder / "optax").mkdir(parents=True)
+        (tmp_path / folder / "optax" / "__init__.py").write_text("")
+    installed = {**os.environ, "PYTHONPATH": str(tmp_path / "installed")}
+    assert check.optax_imported(tmp_path, installed) == tmp_path / "installed" / "optax"
+    # A folder holding its own optax/ shadows the installed one for whoever runs Python there.
+    assert check.optax_imported(tmp_path / "checkout", installed) == tmp_path / "checkout" / "optax"
+    monkeypatch.chdir(tmp_path / "checkout")
+    where = {Path.cwd(): tmp_path / "checkout" / "optax", PROJECT_ROOT: tmp_path / "installed" / "optax"}
+    monkeypatch.setattr(check, "optax_imported", lambda cwd, env=None: where[cwd])
+    with pytest.raises(GateError, match=r"gives .*checkout/optax, but the check would judge .*installed/optax"):
+        check.judged_optax()
+    where[Path.cwd()] = where[PROJECT_ROOT]
+    assert check.judged_optax() == tmp_path / "installed" / "optax"
