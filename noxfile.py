@@ -27,8 +27,6 @@ TOOLS = "constraints/tools.txt"  # the pins of lint's tools and optax's linters
 # The base and the newest release: the gate's own tests build simulated trees from their
 # sdists, and upstream's linters and optax's whole suite run on both.
 RELEASES = (base_release(), newest_release())
-# optax's linters and the checkers flake8 and pylint run them with, pinned by TOOLS.
-UPSTREAM_LINTERS = ("ruff", "flake8", "pycodestyle", "pyflakes", "pylint", "astroid")
 
 
 def _lbfgs_gate(session, *args):
@@ -65,37 +63,28 @@ def upstream(session):
 @nox.session(python=PYTHON)
 def gate_selftest(session):
     """Tests of the gate's own machinery: verdict rules, series, sdists, trees, errors (no jax)."""
-    session.install("pytest", "pytest-xdist", "pytest-timeout", "pip", "hypothesis", "-c", BASE)
-    # test_upstream_lint.py runs optax's linters on small files: without them it fails.
-    session.install(*UPSTREAM_LINTERS, "-c", TOOLS)
-    # The tests themselves stay offline: the sdists they build trees from are fetched here
-    # (every release of the matrix: a fork's base release is found among them).
-    _lbfgs_gate(session, "fetch")
-    # One worker a core (at most four): the tests are independent, each in its own tmp_path.
-    session.run("pytest", "tests/gate", "-n", "auto", "--maxprocesses=4", *session.posargs)
+    session.install("-r", "requirements/selftest.txt", "-c", BASE, "-c", TOOLS)
+    _lbfgs_gate(session, "selftest", "--", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def lint(session):
     """ruff (check and format) over the project's Python code; zizmor over its GitHub workflows (any finding fails)."""
     session.install("ruff", "zizmor", "-c", TOOLS)
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("python", "-m", "lbfgs_gate", "inventory", "--check")
-    session.run("zizmor", "--offline", "--persona=auditor", "--min-severity=informational", ".github/workflows/")
+    _lbfgs_gate(session, "lint")
 
 
 @nox.session(python=PYTHON)
 def upstream_lint(session):
     """optax's own linters (ruff, flake8, pylint, license headers), pinned, over every file the series touches."""
-    session.install(*UPSTREAM_LINTERS, "pip", "-c", TOOLS)
-    session.run("python", "-m", "lbfgs_gate.upstream_lint", *(f"--release={release}" for release in RELEASES))
+    session.install("-r", "requirements/upstream-linters.txt", "-c", TOOLS)
+    session.run("python", "-m", "lbfgs_gate.upstream_lint")
 
 
 @nox.session(python=PYTHON)
 @nox.parametrize("release", RELEASES)
 def optax_suite(session, release):
-    """optax's whole test suite, as published and with the series, compared test by test (slow: ~11 min)."""
+    """optax's whole test suite, as published and with the series, compared test by test (slow: ~11 min on 0.2.4)."""
     session.install("-e", ".", "-r", "requirements/test.txt", "optax", "-c", f"constraints/optax_suite-{release}.txt")
     session.run("python", "-m", "lbfgs_gate.optax_suite", "--release", release, *session.posargs)
 
@@ -137,14 +126,11 @@ def fork(session):
     session.run("python", "-m", "lbfgs_gate", "fork", *session.posargs, env={"UV": find_uv()})
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHON, default=False)
 def fork_e2e(session):
     """The fork gate end to end on simulated forks: a jax environment and the whole suite per fork (slow)."""
-    from lbfgs_gate.fork.environment import find_uv
-
-    session.install("pytest", "pip", "-c", BASE)
-    _lbfgs_gate(session, "fetch")
-    session.run("pytest", "tests/gate_e2e", *session.posargs, env={"UV": find_uv()})
+    session.install("-e", ".", "-r", "requirements/selftest.txt", "-c", BASE, "-c", TOOLS)
+    _lbfgs_gate(session, "selftest", "--end-to-end", "--", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 from lbfgs_gate import (
     PATCHES_DIR,
+    PROJECT_ROOT,
     GateError,
     base_release,
     check,
     fork,
+    in_clone,
     inventory,
     matrix,
     newest_release,
@@ -49,6 +53,52 @@ def status(args) -> None:
 def fetch(args) -> None:
     for release in args.releases or matrix.releases():
         print(sdist.fetch(release))
+
+
+def _clone_only(command: str) -> None:
+    if not in_clone():
+        raise GateError(f"`{command}` runs from a clone of the project (its tests and pins are not installed)")
+
+
+def selftest(args) -> int:
+    """The gate's own tests: tests/gate (no jax), or with --end-to-end the fork gate on simulated
+    forks (tests/gate_e2e). The sdists they build trees from are fetched first, so the tests stay
+    offline (every release of the matrix: a fork's base release is found among them)."""
+    _clone_only("selftest")
+    for release in matrix.releases():
+        sdist.fetch(release)
+    if args.end_to_end:
+        from lbfgs_gate.fork.environment import find_uv
+
+        command = [sys.executable, "-m", "pytest", "tests/gate_e2e", *args.pytest_args]
+        env = {**os.environ, "UV": find_uv()}
+    else:
+        # One worker a core (at most four): the tests are independent, each in its own tmp_path.
+        command = [sys.executable, "-m", "pytest", "tests/gate", "-n", "auto", "--maxprocesses=4", *args.pytest_args]
+        env = None
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False).returncode
+
+
+LINT = (
+    ("ruff", "check", "."),
+    ("ruff", "format", "--check", "."),
+    (sys.executable, "-m", "lbfgs_gate", "inventory", "--check"),
+    ("zizmor", "--offline", "--persona=auditor", "--min-severity=informational", ".github/workflows/"),
+)
+
+
+def lint(args) -> int:
+    """ruff (check and format), the suite's inventory against its files, zizmor over the workflows:
+    every one runs, and any finding fails."""
+    _clone_only("lint")
+    failed = []
+    for command in LINT:
+        print("+ " + " ".join(Path(command[0]).name if i == 0 else part for i, part in enumerate(command)), flush=True)
+        if subprocess.run(command, cwd=PROJECT_ROOT, check=False).returncode != 0:
+            failed.append(Path(command[0]).name if command[0] != sys.executable else "inventory")
+    if failed:
+        print(f"lint: {', '.join(failed)} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def take_inventory(args) -> int:
@@ -104,6 +154,14 @@ def main(argv=None) -> int:
     listing = commands.add_parser("inventory", help="write (or --check) the suite's committed inventory")
     listing.add_argument("--check", action="store_true", help="compare it with the suite's files (no jax needed)")
     listing.set_defaults(run=take_inventory)
+
+    own = commands.add_parser("selftest", help="the gate's own tests (a clone; --end-to-end: the fork gate)")
+    own.add_argument("--end-to-end", action="store_true", help="the fork gate end to end on simulated forks (slow)")
+    own.add_argument("pytest_args", nargs="*", help="pytest arguments (after --)")
+    own.set_defaults(run=selftest)
+
+    linting = commands.add_parser("lint", help="ruff, the inventory check and zizmor over the project (a clone)")
+    linting.set_defaults(run=lint)
 
     check.add_command(commands)
     fork.add_command(commands)

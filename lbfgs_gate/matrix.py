@@ -47,6 +47,14 @@ def releases() -> list[str]:
     return sorted(pinned, key=series.version_tuple)
 
 
+def installed_optax() -> str | None:
+    """The version of the optax installed in this environment, if any."""
+    try:
+        return version("optax")
+    except Exception:  # noqa: BLE001 - not installed: the caller asks for --release
+        return None
+
+
 def matrix_dir() -> Path:
     return work_dir() / "matrix"
 
@@ -241,7 +249,7 @@ def problems(mode: str, release: str) -> list[str]:
 def add_command(commands) -> None:
     """Registers `python -m lbfgs_gate matrix` on the CLI's subcommands."""
     command = commands.add_parser("matrix", help="run the defect detectors on one release; rebuild the table")
-    command.add_argument("--release", help="the optax release installed here")
+    command.add_argument("--release", help="the optax release installed here (default: its version)")
     command.add_argument(
         "--table-only",
         action="store_true",
@@ -264,6 +272,9 @@ def add_command(commands) -> None:
             ]
             print(f"not run: {', '.join(missing)}" if missing else "every release ran in both modes", flush=True)
             return 0
+        if args.release is None:
+            # The environment's own optax, as nox and tox pin it for this release.
+            args.release = installed_optax()
         if args.release is None:
             raise GateError(f"--release R is needed (one of {', '.join(releases())}), or --table-only")
         if args.release not in releases():

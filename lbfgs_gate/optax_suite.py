@@ -20,7 +20,7 @@ published; 2514 passed, the same 5 failed, 130 skipped with the series. The 5 fa
 0.10.2 whatever the series (test_nnls4/5, test_clip_by_block_rms, two freezing tests that
 match an error message jax changed).
 
-    python -m lbfgs_gate.optax_suite --release 0.2.4 [--workers 2] [-- PYTEST_ARGS]
+    python -m lbfgs_gate.optax_suite [--release 0.2.4] [--workers 2] [-- PYTEST_ARGS]
 
 Reports in build/optax-suite/<release>/: published.xml, patched.xml (junit), comparison.json.
 Exit status 0: as expected; 1: a difference, one line each; 2: bad input.
@@ -39,7 +39,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from lbfgs_gate import CONSTRAINTS_DIR, PATCHES_DIR, GateError, sdist, tree, verdict, work_dir
+from lbfgs_gate import CONSTRAINTS_DIR, PATCHES_DIR, GateError, matrix, sdist, tree, verdict, work_dir
 
 OUTCOMES = ("passed", "failed", "skipped")
 
@@ -196,14 +196,17 @@ def run(release: str, series_file: Path, workers: str = "2", pytest_args=(), rep
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lbfgs_gate.optax_suite", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--release", required=True, help="optax release (its sdist, constraints/optax_suite-<release>.txt)"
+        "--release", help="optax release (its sdist, constraints/optax_suite-<release>.txt; default: the installed one)"
     )
     parser.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
     parser.add_argument("--workers", default="2", help="pytest-xdist workers (-n), default 2")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     try:
-        return run(args.release, args.series, args.workers, args.pytest_args)
+        release = args.release or matrix.installed_optax()
+        if release is None:
+            raise GateError("no optax is installed here: pass --release R")
+        return run(release, args.series, args.workers, args.pytest_args)
     except GateError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from lbfgs_gate import CONSTRAINTS_DIR, PATCHES_DIR, GateError, sdist, tree
+from lbfgs_gate import CONSTRAINTS_DIR, PATCHES_DIR, GateError, base_release, newest_release, sdist, tree
 
 TOOLS_CONSTRAINTS = CONSTRAINTS_DIR / "tools.txt"
 LINTERS = ("ruff", "flake8", "pylint")
@@ -349,13 +349,15 @@ def run(release: str, series_file: Path, report=print) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lbfgs_gate.upstream_lint", description=__doc__.splitlines()[0])
-    parser.add_argument("--release", action="append", help="optax release (repeatable; default 0.2.4 and 0.2.8)")
+    parser.add_argument(
+        "--release", action="append", help="optax release (repeatable; default: the base and the newest release)"
+    )
     parser.add_argument("--series", type=Path, default=PATCHES_DIR / "series")
     args = parser.parse_args(argv)
     try:
         check_pins()
         status = 0
-        for release in args.release or ["0.2.4", "0.2.8"]:
+        for release in args.release or [base_release(), newest_release()]:
             status = max(status, run(release, args.series))
         return status
     except GateError as error:
