@@ -12,9 +12,8 @@ apply -R`) on a copy, installed and verified, and the same tests run: caught whe
 the defect present. A hunk that leaves the AST unchanged, docstrings aside, is "docs only, not
 judged". An option (lbfgs_gate/defects.py OPTIONS: 0007) runs its PASS_TO_PASS tests instead: caught
 when the verdict is red because one failed its own check. A hunk that alone only breaks the code (the
-tests crash: a name the rest of its patch uses is gone) is judged with all its patch's code hunks
-reversed together. One line per hunk; exit 0 when every code hunk was caught, 1 otherwise, 2 on bad
-input. Each run's logs: build/reports/hunk_proof/<release>/<patch>-<run>/.
+tests crash: a name the rest of its patch uses is gone) is judged with its patch's code hunks reversed
+together. One line per hunk; exit 0 when every code hunk was caught, 1 otherwise, 2 on bad input.
 """
 
 from __future__ import annotations
