@@ -317,8 +317,9 @@ def corpus():  # noqa: C901, PLR0915 - one namespace for the workloads, built af
     def notebook_short(dtype, steps, loop, mode):
         mat, w_opt, w0 = notebook_problem(dtype)
         got = notebook_jacobian(w_opt, mat, w0, steps, loop, mode)
-        loop_itself = functools.partial(notebook_final, mat=mat.astype(np.float64), w0=w0.astype(np.float64),
-                                        steps=steps, loop=loop)
+        loop_itself = functools.partial(
+            notebook_final, mat=mat.astype(np.float64), w0=w0.astype(np.float64), steps=steps, loop=loop
+        )
         return got, central_differences(lambda w: loop_itself(w), w_opt)
 
     @workload("float64")
@@ -477,8 +478,10 @@ def main() -> int:
             verdict = "PASS" if ok else "FAIL"
             if not ok:
                 failed.append(f"{name} {dtype}")
-            print(f"{name:40s} {dtype:8s} {shown(published.get(name)):>10s} {shown(series.get(name)):>10s} "
-                  f"{bound:8.1g}  {verdict}")
+            print(
+                f"{name:40s} {dtype:8s} {shown(published.get(name)):>10s} {shown(series.get(name)):>10s} "
+                f"{bound:8.1g}  {verdict}"
+            )
     print(f"\n{len(failed)} FAIL ({', '.join(failed) or 'none'}); {time.monotonic() - start:.0f} s")
     return 1 if failed else 0
 
