@@ -353,6 +353,36 @@ def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     _check_implicit_jacobian(problem, "quadratic")
 
 
+# The quick check's detector of the stepsize leak (the quick check runs plain tests): a
+# converged solve whose Jacobian is finite and wrong where the stepsize is differentiated, on
+# both jax lines (examples.CONVERGED_STEPSIZE_LEAK, with its measurements).
+@pytest.mark.defect("stepsize-leak")
+@float64
+def test_converged_solve_jacobian_wrt_b_is_inverse_hessian(dtype):
+    problem = pinned.CONVERGED_STEPSIZE_LEAK
+    static = dict(IMPLICIT_SOLVE, objective="quadratic")
+    _, steps, residual = _call("lbfgs_solve", "value", problem, **static)
+    assert residual <= static["rel_tol"] and steps >= 1, f"precondition: the solve converged ({residual:.3g})"
+    jacobian = np.asarray(_call("lbfgs_solve", "jacfwd", problem, ALL_ARGUMENTS, **static)[1])
+    A = np.asarray(problem.A)
+    error = float(np.linalg.norm(A @ jacobian - np.eye(2), 2)) if np.all(np.isfinite(jacobian)) else np.inf
+    check(
+        error <= IMPLICIT_TOLERANCE,
+        lambda: problem_report(
+            f"d x*/d b is not A^-1: |A J - I| = {error:.3g} > {IMPLICIT_TOLERANCE} after {int(steps)} steps",
+            A=problem.A,
+            b=problem.b,
+            x0=problem.x0,
+            solver="lbfgs_solve",
+            derivative="jacfwd",
+            dtype=problem.dtype,
+            got=jacobian,
+            argnums=ALL_ARGUMENTS,
+            **static,
+        ),
+    )
+
+
 @pytest.mark.defect("memory-leak")
 @pytest.mark.defect("stepsize-leak")
 @float64

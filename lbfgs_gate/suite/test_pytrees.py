@@ -53,6 +53,30 @@ def _check_finite(what, tangent, **problem):
     check(trees.all_finite(tangent), lambda: trees.tree_report(what, got=tangent, **problem))
 
 
+def _error_to_implicit(A, tangent):
+    """The tangent's largest error to the implicit derivative A^-1 db (db = ones), relative to
+    its largest entry, in float64 numpy: inf where the tangent is not finite."""
+    implicit = np.linalg.solve(np.asarray(A, np.float64), np.ones(N))
+    if not trees.all_finite(tangent):
+        return implicit, np.inf
+    return implicit, float(np.max(np.abs(trees.flat(tangent) - implicit)) / np.max(np.abs(implicit)))
+
+
+# The unrolls below have converged (to float32 rounding, in 5 to 10 steps), so their tangent
+# along db must be the implicit one, A^-1 db. Measured (largest relative error, float32) with
+# the series: 2.4e-7, 9.2e-8, 1.2e-8 and 1.3e-6 on optax 0.2.4, 2.4e-7, 9.2e-8, 1.2e-8 and
+# 2.9e-7 on 0.2.8; 1e-4 is about 80 times the worst. The defects: NaN as published; with the
+# memory differentiated (0003 left out, or its stop_gradient replaced by a custom_jvp that keeps
+# the memory's tangent but zeroes what is not finite, a fork's plausible "fix") 6.5e3 on the
+# memory problem: finite, and wrong.
+TANGENT_TOLERANCE = 1e-4
+# The stepsize detector's: with the memory differentiated and the stepsize stopped, its second
+# problem's tangent is 1.7e-3 off, which is the memory leak's (its detector above sees it at
+# 6.5e3), not this detector's: the tolerance leaves it room. The stepsize's own symptom on
+# these problems is NaN.
+STEPSIZE_TANGENT_TOLERANCE = 1e-2
+
+
 # A symmetric tridiagonal matrix with eigenvalues 1 + cos(k pi / 8) / 2 in (0.5, 1.5): started
 # at the optimum, the tangent's steps (x_dot <- x_dot - step (A x_dot - db)) contract.
 A_MILD = np.eye(N) + 0.25 * (np.eye(N, k=1) + np.eye(N, k=-1))
@@ -62,64 +86,83 @@ A_TRIDIAGONAL = 3 * np.eye(N) - np.eye(N, k=1) - np.eye(N, k=-1)
 
 @pytest.mark.defect("seed-leak")
 @pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
-def test_unroll_started_at_optimum_tangent_is_finite(dtype):
+def test_unroll_started_at_optimum_tangent_is_the_implicit_one(dtype):
     # b = 0 and x0 = 0: the first gradient is exactly zero, and the derivative of
     # tree_l2_norm over the leaves is 0/0 where it is not stopped.
     data, x0, tangents, _, tangent = _unroll_tangent(A_MILD, np.zeros(N), np.zeros(N), dtype)
-    _check_finite(
-        "jvp of optax.lbfgs() on a pytree started at its optimum is not finite",
-        tangent,
-        solver="lbfgs_unroll",
-        transform="jvp",
-        data=data,
-        x0=x0,
-        tangents=tangents,
-        **UNROLL,
-    )
-
-
-@pytest.mark.defect("memory-leak")
-@pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
-def test_unroll_past_convergence_memory_tangent_is_finite(dtype):
-    # The bias's first entry and the scale leaf are coupled by 1e-3; started at x0 = e1 the
-    # first gradient is 1e-3 on the scale leaf alone. Once converged, the steps are rounding
-    # noise and the tangent of the weights 1 / (y^T s), summed over the leaves by tree_vdot,
-    # overflows (measured on 0.2.4 with 0001, 0002 and 0004: inf; finite with 0003).
-    A = np.eye(N)
-    A[0, 6] = A[6, 0] = 1e-3
-    e1 = np.eye(N)[0]
-    data, x0, tangents, _, tangent = _unroll_tangent(A, e1, e1, dtype)
-    _check_finite(
-        "jvp of optax.lbfgs() on a pytree, past convergence, is not finite",
-        tangent,
-        solver="lbfgs_unroll",
-        transform="jvp",
-        data=data,
-        x0=x0,
-        tangents=tangents,
-        **UNROLL,
-    )
-
-
-@pytest.mark.defect("stepsize-leak")
-@pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
-def test_unroll_past_convergence_stepsize_tangent_is_finite(dtype):
-    # b = 1, x0 = 0: past convergence the zoom linesearch interpolates rounding noise and the
-    # tangent of the stepsize it picks is NaN. Whether it meets such noise depends on the last
-    # bits of the iterates, which differ between jax releases: the first spectrum shows the
-    # leak with jax 0.4.35 (optax 0.2.4), the second with jax 0.10.2 (optax 0.2.8); measured
-    # NaN without 0004 and finite with it, whether 0003 is applied or not.
-    for eigenvalues in (np.arange(1.0, N + 1), np.logspace(0.0, 1.0, N)):
-        data, x0, tangents, _, tangent = _unroll_tangent(np.diag(eigenvalues), np.ones(N), np.zeros(N), dtype)
-        _check_finite(
-            "jvp of optax.lbfgs() on a pytree, past convergence, is not finite",
-            tangent,
+    implicit, error = _error_to_implicit(A_MILD, tangent)
+    check(
+        error <= TANGENT_TOLERANCE,
+        lambda: trees.tree_report(
+            f"jvp of optax.lbfgs() on a pytree started at its optimum is not A^-1 db = {implicit} "
+            f"(relative {error:.3g} > {TANGENT_TOLERANCE:g})",
+            got=tangent,
             solver="lbfgs_unroll",
             transform="jvp",
             data=data,
             x0=x0,
             tangents=tangents,
             **UNROLL,
+        ),
+    )
+
+
+@pytest.mark.defect("memory-leak")
+@pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
+def test_unroll_past_convergence_memory_tangent_is_the_implicit_one(dtype):
+    # The bias's first entry and the scale leaf are coupled by 1e-3; started at x0 = e1 the
+    # first gradient is 1e-3 on the scale leaf alone. Once converged, the steps are rounding
+    # noise and the tangent of the weights 1 / (y^T s), summed over the leaves by tree_vdot,
+    # overflows (measured on 0.2.4 with 0001, 0002 and 0004: inf; the implicit one with 0003).
+    A = np.eye(N)
+    A[0, 6] = A[6, 0] = 1e-3
+    e1 = np.eye(N)[0]
+    data, x0, tangents, _, tangent = _unroll_tangent(A, e1, e1, dtype)
+    implicit, error = _error_to_implicit(A, tangent)
+    check(
+        error <= TANGENT_TOLERANCE,
+        lambda: trees.tree_report(
+            f"jvp of optax.lbfgs() on a pytree, past convergence, is not A^-1 db = {implicit} "
+            f"(relative {error:.3g} > {TANGENT_TOLERANCE:g})",
+            got=tangent,
+            solver="lbfgs_unroll",
+            transform="jvp",
+            data=data,
+            x0=x0,
+            tangents=tangents,
+            **UNROLL,
+        ),
+    )
+
+
+@pytest.mark.defect("stepsize-leak")
+@pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
+def test_unroll_past_convergence_stepsize_tangent_is_the_implicit_one(dtype):
+    # b = 1, x0 = 0: past convergence the zoom linesearch interpolates rounding noise and the
+    # tangent of the stepsize it picks is NaN. Whether it meets such noise depends on the last
+    # bits of the iterates, which differ between jax releases: the first spectrum shows the
+    # leak with jax 0.4.35 (optax 0.2.4), the second with jax 0.10.2 (optax 0.2.8); measured
+    # NaN without 0004 and finite with it, whether 0003 is applied or not (within 1.3e-6 of the
+    # implicit tangent with 0003).
+    for eigenvalues in (np.arange(1.0, N + 1), np.logspace(0.0, 1.0, N)):
+        A = np.diag(eigenvalues)
+        data, x0, tangents, _, tangent = _unroll_tangent(A, np.ones(N), np.zeros(N), dtype)
+        implicit, error = _error_to_implicit(A, tangent)
+        check(
+            error <= STEPSIZE_TANGENT_TOLERANCE,
+            lambda data=data, x0=x0, tangents=tangents, tangent=tangent, implicit=implicit, error=error: (
+                trees.tree_report(
+                    f"jvp of optax.lbfgs() on a pytree, past convergence, is not A^-1 db = {implicit} "
+                    f"(relative {error:.3g} > {STEPSIZE_TANGENT_TOLERANCE:g})",
+                    got=tangent,
+                    solver="lbfgs_unroll",
+                    transform="jvp",
+                    data=data,
+                    x0=x0,
+                    tangents=tangents,
+                    **UNROLL,
+                )
+            ),
         )
 
 

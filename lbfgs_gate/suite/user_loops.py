@@ -200,6 +200,21 @@ def hessian_through_unroll(dtype):
     return np.asarray(hessian(b)), inverse @ inverse
 
 
+def second_forward_derivative_through_unroll(dtype):
+    """jacfwd of jacfwd of 1/2 |x(b) - t|^2, x(b) a converged fixed-step scale_by_lbfgs unroll: A^-2
+    (forward over forward: no reverse mode, so only the memory's second derivative can be wrong)."""
+    A, b, x0, _ = _quadratic(dtype)
+    t = np.linspace(-1.0, 1.0, b.shape[0]).astype(dtype)
+    static = dict(num_steps=60, step_size=0.5)
+
+    def outer(b):
+        x = solvers.scale_by_lbfgs_unroll(A, b, x0, **static)
+        return 0.5 * jnp.sum((x - t) ** 2)
+
+    inverse = np.linalg.inv(A.astype(np.float64))
+    return np.asarray(jax.jit(jax.jacfwd(jax.jacfwd(outer)))(b)), inverse @ inverse
+
+
 def hessian_through_solve(dtype):
     """jacfwd of jacfwd (reverse mode cannot enter the linesearch) of 1/2 |x*(b) - t|^2 through the
     while-loop optax.lbfgs() solve: A^-2."""
@@ -224,5 +239,6 @@ WORKLOADS = {
     "vmap of jacfwd over 4 solves": vmap_over_problems,
     "jacrev against jacfwd, one unroll": forward_against_reverse,
     "jax.hessian through a scale_by_lbfgs unroll": hessian_through_unroll,
+    "jacfwd(jacfwd) through a scale_by_lbfgs unroll": second_forward_derivative_through_unroll,
     "jacfwd(jacfwd) through an optax.lbfgs() solve": hessian_through_solve,
 }

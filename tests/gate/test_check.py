@@ -38,12 +38,15 @@ def _given(nodeid: str) -> bool:
     raise AssertionError(f"{nodeid}: no such test function")
 
 
-def test_the_quick_detectors_are_one_plain_test_per_defect_the_series_fixes():
+def test_the_quick_detectors_are_plain_tests_of_each_defect_the_series_fixes():
     expected = inventory.expected()
     assert set(check.QUICK) == PATCHABLE
-    for name, nodeid in check.QUICK.items():
-        assert expected.get(nodeid) == [name], f"{nodeid} is not in the inventory marked [{name!r}] alone"
-        assert not _given(nodeid), f"{nodeid} is a hypothesis property: the quick check runs plain tests"
+    for name, nodeids in check.QUICK.items():
+        assert isinstance(nodeids, tuple) and nodeids, f"{name}: no quick detector"
+        for nodeid in nodeids:
+            assert expected.get(nodeid) == [name], f"{nodeid} is not in the inventory marked [{name!r}] alone"
+            assert not _given(nodeid), f"{nodeid} is a hypothesis property: the quick check runs plain tests"
+    assert len(set(check.QUICK_NODES)) == len(check.QUICK_NODES) == sum(map(len, check.QUICK.values()))
     assert set(check.MEANWHILE) == PATCHABLE
 
 
