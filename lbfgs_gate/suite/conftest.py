@@ -51,12 +51,27 @@ def _no_local_constants():
 _no_local_constants()
 
 
+def pytest_configure(config):
+    for name in ("float32", "float64"):
+        config.addinivalue_line("markers", f"{name}: the test's problems are {name} (x64 set to match)")
+
+
+def _dtype(node):
+    """The dtype a test runs in: its `dtype` parameter, else its float32/float64 marker, else None."""
+    params = getattr(getattr(node, "callspec", None), "params", {})
+    if "dtype" in params:
+        return np.dtype(params["dtype"])
+    for name in ("float32", "float64"):
+        if node.get_closest_marker(name) is not None:
+            return np.dtype(name)
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _x64_matches_dtype(request):
-    """x64 on for float64 tests, off for float32 ones (parametrized as `dtype`)."""
-    params = getattr(getattr(request.node, "callspec", None), "params", {})
-    dtype = params.get("dtype")
-    wanted = True if dtype is None else np.dtype(dtype) == np.float64
+    """x64 on for float64 tests, off for float32 ones (a `dtype` parameter or a float32/float64 marker)."""
+    dtype = _dtype(request.node)
+    wanted = True if dtype is None else dtype == np.float64
     previous = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", wanted)
     yield
@@ -80,8 +95,8 @@ _SHARED_WITHIN = ("test_pytrees.py", "test_objectives.py", "test_notebook_loops.
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if item.path.name in _SHARED_SOLVES and "dtype" in params:
-            item.add_marker(pytest.mark.xdist_group(f"solves-{np.dtype(params['dtype']).name}"))
+        dtype = _dtype(item)
+        if item.path.name in _SHARED_SOLVES and dtype is not None:
+            item.add_marker(pytest.mark.xdist_group(f"solves-{dtype.name}"))
         elif item.path.name in _SHARED_WITHIN:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))

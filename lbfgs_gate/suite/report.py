@@ -26,13 +26,10 @@ def _literal(array) -> str:
 
 def problem_report(
     what: str,
+    problem,
     *,
-    A,
-    b,
-    x0,
     solver: str,
     derivative: str,
-    dtype,
     objective="quadratic",
     got=None,
     argnums=1,
@@ -41,10 +38,12 @@ def problem_report(
 ) -> str:
     """A failure message: what failed, where, and lines that reproduce it outside the suite.
 
+    problem: its A, b and x0 (a strategies.Problem), in the dtype that ran.
     argnums: which of (A, b, x0) "jacfwd" and "grad" differentiate, an index or a tuple.
     tangents: (dA, db, dx0) for derivative "jvp".
     """
-    dtype_name = np.dtype(dtype).name
+    A, b, x0 = problem.A, problem.b, problem.x0
+    dtype_name = np.asarray(A).dtype.name
     options = "".join(f", {key}={value!r}" for key, value in static.items())
     if objective != "quadratic":
         options += f", objective={objective!r}"

@@ -48,10 +48,12 @@ class Domain:
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
+    """A quadratic's data and start, drawn (start: which kind) or written in a test ("fixed")."""
+
     A: np.ndarray
     b: np.ndarray
     x0: np.ndarray
-    start: str
+    start: str = "fixed"
 
     @property
     def dtype(self):

@@ -63,8 +63,8 @@ def _solve_jvp(A, b, db):
     return jax.jit(lambda t: jax.jvp(solve, (t,), (1.0,)))(0.0)
 
 
-@pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])
-def test_complex_solve_is_refused_or_has_the_implicit_derivative(dtype):
+@pytest.mark.float64
+def test_complex_solve_is_refused_or_has_the_implicit_derivative():
     A, b, db = _problem()
     if version_tuple(optax.__version__) < COMPLEX_SINCE:
         # Refused loudly, never solved wrongly in silence.

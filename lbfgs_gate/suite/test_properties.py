@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, assume, event, example, given, note, settings, target
+from hypothesis import Phase, assume, event, example, given, note, settings, target
 
 from lbfgs_gate.suite import examples as pinned
 from lbfgs_gate.suite import solvers
@@ -27,13 +27,12 @@ from lbfgs_gate.suite.claims import (
 )
 from lbfgs_gate.suite.report import check, problem_report
 
-float64 = pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])
-float32 = pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
+# x64 on or off for the test (lbfgs_gate/suite/conftest.py): the dtype its problems are drawn in.
+float64 = pytest.mark.float64
+float32 = pytest.mark.float32
 
-# Every property's settings: the loaded profile (lbfgs_gate/suite/conftest.py), with one health
-# check off. `dtype` is a parametrized argument, which hypothesis counts as a function-scoped
-# fixture; it is the same for every example and nothing in it needs resetting between them.
-PROPERTY = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Every property's settings: the loaded profile (lbfgs_gate/suite/conftest.py).
+PROPERTY = settings()
 
 
 def _call(solver, transform, problem, argnum=1, **static):
@@ -54,60 +53,57 @@ def _target_small_initial_gradient(problem):
     target(-np.log10(max(problem.initial_gradient_norm, 1e-300)), label="-log10 |initial gradient|")
 
 
-def _assert_finite(values, what, problem, solver, derivative, **static):
-    for name, value in zip(("d/dA", "d/db", "d/dx0"), values, strict=False):
-        check(
-            np.all(np.isfinite(value)),
-            lambda name=name, value=value: problem_report(
-                f"{what}: {name} is not finite",
-                A=problem.A,
-                b=problem.b,
-                x0=problem.x0,
-                solver=solver,
-                derivative=derivative,
-                dtype=problem.dtype,
-                got=value,
-                **static,
-            ),
+ARGUMENTS = ("d/dA", "d/db", "d/dx0")
+
+
+def _derivatives(solver, transform, problem, **static):
+    """The derivatives of `solver` w.r.t. A, b and x0 ("jacfwd" or "grad"), and the report to
+    give if one is not finite."""
+    values = _call(solver, transform, problem, ALL_ARGUMENTS, **static)
+
+    def report():
+        names = [name for name, value in zip(ARGUMENTS, values, strict=True) if not np.all(np.isfinite(value))]
+        return problem_report(
+            f"{transform} of {solver}: {', '.join(names)} not finite",
+            problem,
+            solver=solver,
+            derivative=transform,
+            got=values[ARGUMENTS.index(names[0])],
+            argnums=ALL_ARGUMENTS,
+            **static,
         )
 
+    return values, report
 
-def _check_solve_derivatives_finite(problem, objective="quadratic"):
-    static = dict(SOLVE[problem.dtype.type], objective=objective)
-    _describe(problem)
-    jacobians = _call("lbfgs_solve", "jacfwd", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(jacobians, "Jacobian of the while-loop solve", problem, "lbfgs_solve", "jacfwd", **static)
-    return jacobians
+
+def _finite(values) -> bool:
+    return all(np.all(np.isfinite(value)) for value in values)
 
 
 @float64
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_solve_derivatives_are_finite_float64(problem, dtype):
+def test_solve_derivatives_are_finite_float64(problem):
     """jacfwd of optax.lbfgs() in a while-loop solve w.r.t. A, b and x0 is finite.
 
     Domain: cond(A) <= 1e4, eigenvalues from 1e-2, |b| and |x0| in [1e-20, 1e20], all starts.
     """
-    _check_solve_derivatives_finite(problem)
+    _describe(problem)
+    jacobians, report = _derivatives("lbfgs_solve", "jacfwd", problem, **SOLVE[np.float64])
+    check(_finite(jacobians), report)
 
 
 @float32
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32]))
-def test_solve_derivatives_are_finite_float32(problem, dtype):
+def test_solve_derivatives_are_finite_float32(problem):
     """jacfwd of optax.lbfgs() in a while-loop solve w.r.t. A, b and x0 is finite.
 
     Domain: cond(A) <= 1e3, eigenvalues in [0.1, 1e4], |b| and |x0| in [1e-3, 1e3], all starts.
     """
-    _check_solve_derivatives_finite(problem)
-
-
-def _check_unroll_derivatives_finite(problem, steps=UNROLL, what="Jacobian of the fixed-step unroll"):
-    static = steps[problem.dtype.type]
     _describe(problem)
-    _target_small_initial_gradient(problem)
-    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(jacobians, what, problem, "lbfgs_fixed_steps", "jacfwd", **static)
+    jacobians, report = _derivatives("lbfgs_solve", "jacfwd", problem, **SOLVE[np.float32])
+    check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("seed-leak")
@@ -120,9 +116,12 @@ def _check_unroll_derivatives_finite(problem, steps=UNROLL, what="Jacobian of th
 )
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_unroll_derivatives_are_finite_float64(problem, dtype):
+def test_unroll_derivatives_are_finite_float64(problem):
     """jacfwd of a lax.scan of optax.lbfgs() steps w.r.t. A, b and x0 is finite."""
-    _check_unroll_derivatives_finite(problem)
+    _describe(problem)
+    _target_small_initial_gradient(problem)
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float64])
+    check(_finite(jacobians), report)
 
 
 # The two properties above, with their pinned examples skipped. On optax 0.2.4 as published
@@ -135,18 +134,24 @@ SEARCH_ONLY = settings(PROPERTY, phases=[Phase.generate, Phase.target, Phase.shr
 @float64
 @SEARCH_ONLY
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_search_alone_finds_unroll_derivatives_finite_float64(problem, dtype):
+def test_search_alone_finds_unroll_derivatives_finite_float64(problem):
     """jacfwd of a lax.scan of optax.lbfgs() steps is finite, checked by search alone."""
-    _check_unroll_derivatives_finite(problem)
+    _describe(problem)
+    _target_small_initial_gradient(problem)
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float64])
+    check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("seed-leak")
 @float32
 @SEARCH_ONLY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32]))
-def test_search_alone_finds_unroll_derivatives_finite_float32(problem, dtype):
+def test_search_alone_finds_unroll_derivatives_finite_float32(problem):
     """jacfwd of a lax.scan of optax.lbfgs() steps is finite, checked by search alone."""
-    _check_unroll_derivatives_finite(problem)
+    _describe(problem)
+    _target_small_initial_gradient(problem)
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float32])
+    check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("seed-leak")
@@ -159,9 +164,12 @@ def test_search_alone_finds_unroll_derivatives_finite_float32(problem, dtype):
 )
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32]))
-def test_unroll_derivatives_are_finite_float32(problem, dtype):
+def test_unroll_derivatives_are_finite_float32(problem):
     """jacfwd of a lax.scan of optax.lbfgs() steps w.r.t. A, b and x0 is finite."""
-    _check_unroll_derivatives_finite(problem)
+    _describe(problem)
+    _target_small_initial_gradient(problem)
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float32])
+    check(_finite(jacobians), report)
 
 
 # Unrolls that run on long after convergence, where the curvature pairs and the
@@ -170,10 +178,6 @@ def test_unroll_derivatives_are_finite_float32(problem, dtype):
 # float32: none at 12 steps, while at 30 some iterates land where the float32 gradient is
 # exactly zero, and the tangent diverges from there (limit fixed-step-divergence-at-optimum).
 PAST_CONVERGENCE = {np.float64: dict(num_steps=30), np.float32: dict(num_steps=12)}
-
-
-def _check_past_convergence_derivatives_finite(problem):
-    _check_unroll_derivatives_finite(problem, PAST_CONVERGENCE, "Jacobian of the unroll past convergence")
 
 
 # The unrolls of the two examples below, found by hypothesis when they overflowed at 6 and
@@ -212,13 +216,16 @@ PAST_CONVERGENCE_FLOAT32 = problems.Problem(
 @example(problem=PAST_CONVERGENCE_FLOAT64)
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM))
-def test_unroll_past_convergence_derivatives_are_finite_float64(problem, dtype):
+def test_unroll_past_convergence_derivatives_are_finite_float64(problem):
     """jacfwd of 30 optax.lbfgs() steps w.r.t. A, b and x0 is finite, long after convergence.
 
     Domain: the float64 domain, starts with a nonzero first gradient (a zero one is the seed
     leak's, whose detectors are the 4-step unroll properties above).
     """
-    _check_past_convergence_derivatives_finite(problem)
+    _describe(problem)
+    _target_small_initial_gradient(problem)
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **PAST_CONVERGENCE[np.float64])
+    check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("memory-leak")
@@ -227,12 +234,15 @@ def test_unroll_past_convergence_derivatives_are_finite_float64(problem, dtype):
 @example(problem=PAST_CONVERGENCE_FLOAT32)
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=problems.AWAY_FROM_OPTIMUM))
-def test_unroll_past_convergence_derivatives_are_finite_float32(problem, dtype):
+def test_unroll_past_convergence_derivatives_are_finite_float32(problem):
     """jacfwd of 12 optax.lbfgs() steps w.r.t. A, b and x0 is finite, long after convergence.
 
     Domain: the float32 domain, starts with a nonzero first gradient.
     """
-    _check_past_convergence_derivatives_finite(problem)
+    _describe(problem)
+    _target_small_initial_gradient(problem)
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **PAST_CONVERGENCE[np.float32])
+    check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("memory-leak")
@@ -248,43 +258,29 @@ def test_unroll_past_convergence_curvature_tangent_is_finite(dtype, problem, num
 
     At these lengths the stepsize's tangent is still finite, so only 0003 fixes them.
     """
-    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, num_steps=num_steps)
-    _assert_finite(
-        jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd", num_steps=num_steps
-    )
-
-
-def _check_reverse_gradient_finite(problem):
-    static = REVERSE[problem.dtype.type]
-    _describe(problem)
-    gradients = _call("scale_by_lbfgs_unroll", "grad", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(
-        gradients,
-        "reverse-mode gradient of sum(x) through scale_by_lbfgs",
-        problem,
-        "scale_by_lbfgs_unroll",
-        "grad",
-        **static,
-    )
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, num_steps=num_steps)
+    check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("reverse-nan")
 @float64
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_reverse_gradient_through_scale_by_lbfgs_is_finite_float64(problem, dtype):
+def test_reverse_gradient_through_scale_by_lbfgs_is_finite_float64(problem):
     """jax.grad of sum(x_20) w.r.t. A, b and x0 through scale_by_lbfgs with step 0.5 is finite.
 
     Domain: the float64 domain, all starts.
     """
-    _check_reverse_gradient_finite(problem)
+    _describe(problem)
+    gradients, report = _derivatives("scale_by_lbfgs_unroll", "grad", problem, **REVERSE[np.float64])
+    check(_finite(gradients), report)
 
 
 @pytest.mark.defect("reverse-nan")
 @float32
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=problems.AWAY_FROM_OPTIMUM))
-def test_reverse_gradient_through_scale_by_lbfgs_is_finite_float32(problem, dtype):
+def test_reverse_gradient_through_scale_by_lbfgs_is_finite_float32(problem):
     """jax.grad of sum(x_20) w.r.t. A, b and x0 through scale_by_lbfgs with step 0.5 is finite.
 
     Domain: the float32 domain, starts with a nonzero gradient. Started exactly at the
@@ -292,44 +288,47 @@ def test_reverse_gradient_through_scale_by_lbfgs_is_finite_float32(problem, dtyp
     0.5, which diverges by |1 - lambda/2| a step: past float32's range after 20 steps once
     lambda_max > 173 (limit fixed-step-divergence-at-optimum).
     """
-    _check_reverse_gradient_finite(problem)
+    _describe(problem)
+    gradients, report = _derivatives("scale_by_lbfgs_unroll", "grad", problem, **REVERSE[np.float32])
+    check(_finite(gradients), report)
 
 
 def _reached_tolerance(residual, steps, static):
     """The implicit-function answer applies to solves that moved and converged: the
-    others are outside the claim, discarded with assume() so hypothesis counts them."""
-    reached = bool(residual <= static["rel_tol"]) and int(steps) >= 1
-    event(f"reached tolerance: {reached}")
-    return reached
+    others are outside the claim (the properties discard them with assume(), which
+    hypothesis counts)."""
+    return bool(residual <= static["rel_tol"]) and int(steps) >= 1
 
 
-def _check_implicit_jacobian(problem, objective):
-    solve = IMPLICIT_SOLVE_LOG_SUM_EXP if objective == "log-sum-exp" else IMPLICIT_SOLVE
-    static = dict(solve, objective=objective)
-    _describe(problem)
-    x, steps, residual = _call("lbfgs_solve", "value", problem, **static)
-    jacobians = _call("lbfgs_solve", "jacfwd", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(jacobians, "Jacobian of the while-loop solve", problem, "lbfgs_solve", "jacfwd", **static)
-    jacobian = jacobians[1]
-    H = HESSIANS[objective](problem.A)(np.asarray(x))
-    error = float(np.linalg.norm(H @ np.asarray(jacobian) - np.eye(H.shape[0]), 2))
-    note(f"steps {int(steps)}, relative residual {float(residual):.3g}, |H J - I| = {error:.3g}")
-    assume(_reached_tolerance(residual, steps, static))
-    target(error, label="|H J - I|")
-    check(
-        error <= IMPLICIT_TOLERANCE,
-        lambda: problem_report(
-            f"d x*/d b is not the inverse Hessian: |H J - I| = {error:.3g} > {IMPLICIT_TOLERANCE}",
-            A=problem.A,
-            b=problem.b,
-            x0=problem.x0,
+class _ImplicitSolve:
+    """A while-loop solve that takes its extra step(s) (claims.IMPLICIT_SOLVE), its Jacobians
+    w.r.t. A, b and x0, and |H J - I| for J = d x*/d b, H the Hessian at the iterate."""
+
+    def __init__(self, problem, objective):
+        self.problem, self.objective = problem, objective
+        solve = IMPLICIT_SOLVE_LOG_SUM_EXP if objective == "log-sum-exp" else IMPLICIT_SOLVE
+        self.static = dict(solve, objective=objective)
+        self.x, self.steps, self.residual = _call("lbfgs_solve", "value", problem, **self.static)
+        self.jacobians, self.not_finite = _derivatives("lbfgs_solve", "jacfwd", problem, **self.static)
+        self.reached = _reached_tolerance(self.residual, self.steps, self.static)
+
+    @property
+    def error(self) -> float:
+        """|H J - I| (read once the Jacobians are known to be finite)."""
+        H = HESSIANS[self.objective](self.problem.A)(np.asarray(self.x))
+        return float(np.linalg.norm(H @ np.asarray(self.jacobians[1]) - np.eye(H.shape[0]), 2))
+
+    def off_inverse_hessian(self) -> str:
+        return problem_report(
+            f"d x*/d b is not the inverse Hessian: |H J - I| = {self.error:.3g} > {IMPLICIT_TOLERANCE} "
+            f"after {int(self.steps)} steps (relative residual {float(self.residual):.3g})",
+            self.problem,
             solver="lbfgs_solve",
             derivative="jacfwd",
-            dtype=problem.dtype,
-            got=jacobian,
-            **static,
-        ),
-    )
+            got=self.jacobians[1],
+            argnums=ALL_ARGUMENTS,
+            **self.static,
+        )
 
 
 @pytest.mark.defect("memory-leak")
@@ -341,7 +340,7 @@ def _check_implicit_jacobian(problem, objective):
 @given(
     problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM, dense=True)
 )
-def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
+def test_solve_jacobian_wrt_b_is_inverse_hessian(problem):
     """For a solve that reached its tolerance, d x*/d b = A^-1 (implicit-function theorem).
 
     Domain: the float64 domain, dense problems (n distinct eigenvalues, every eigenvector
@@ -350,7 +349,13 @@ def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
     (limit stopping-rule-ignores-tangent); a start exactly at the optimum takes no step
     (limit no-step-at-optimum).
     """
-    _check_implicit_jacobian(problem, "quadratic")
+    _describe(problem)
+    solved = _ImplicitSolve(problem, "quadratic")
+    check(_finite(solved.jacobians), solved.not_finite)
+    event(f"reached tolerance: {solved.reached}")
+    assume(solved.reached)
+    target(solved.error, label="|H J - I|")
+    check(solved.error <= IMPLICIT_TOLERANCE, solved.off_inverse_hessian)
 
 
 # The quick check's detector of the stepsize leak (the quick check runs plain tests): a
@@ -358,29 +363,11 @@ def test_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
 # both jax lines (examples.CONVERGED_STEPSIZE_LEAK, with its measurements).
 @pytest.mark.defect("stepsize-leak")
 @float64
-def test_converged_solve_jacobian_wrt_b_is_inverse_hessian(dtype):
-    problem = pinned.CONVERGED_STEPSIZE_LEAK
-    static = dict(IMPLICIT_SOLVE, objective="quadratic")
-    _, steps, residual = _call("lbfgs_solve", "value", problem, **static)
-    assert residual <= static["rel_tol"] and steps >= 1, f"precondition: the solve converged ({residual:.3g})"
-    jacobian = np.asarray(_call("lbfgs_solve", "jacfwd", problem, ALL_ARGUMENTS, **static)[1])
-    A = np.asarray(problem.A)
-    error = float(np.linalg.norm(A @ jacobian - np.eye(2), 2)) if np.all(np.isfinite(jacobian)) else np.inf
-    check(
-        error <= IMPLICIT_TOLERANCE,
-        lambda: problem_report(
-            f"d x*/d b is not A^-1: |A J - I| = {error:.3g} > {IMPLICIT_TOLERANCE} after {int(steps)} steps",
-            A=problem.A,
-            b=problem.b,
-            x0=problem.x0,
-            solver="lbfgs_solve",
-            derivative="jacfwd",
-            dtype=problem.dtype,
-            got=jacobian,
-            argnums=ALL_ARGUMENTS,
-            **static,
-        ),
-    )
+def test_converged_solve_jacobian_wrt_b_is_inverse_hessian():
+    solved = _ImplicitSolve(pinned.CONVERGED_STEPSIZE_LEAK, "quadratic")
+    assert solved.reached, f"precondition: the solve reached its tolerance ({float(solved.residual):.3g})"
+    check(_finite(solved.jacobians), solved.not_finite)
+    check(solved.error <= IMPLICIT_TOLERANCE, solved.off_inverse_hessian)
 
 
 @pytest.mark.defect("memory-leak")
@@ -392,13 +379,19 @@ def test_converged_solve_jacobian_wrt_b_is_inverse_hessian(dtype):
 @given(
     problem=problems.quadratic_problems(np.float64, LOG_SUM_EXP_DOMAIN, starts=problems.AWAY_FROM_OPTIMUM, dense=True)
 )
-def test_log_sum_exp_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
+def test_log_sum_exp_solve_jacobian_wrt_b_is_inverse_hessian(problem):
     """Not a quadratic: f = logsumexp(x) + 1/2 x'Ax - b'x, d x*/d b = (A + diag(p) - pp')^-1 at x*.
 
     Domain: LOG_SUM_EXP_DOMAIN (cond(A) <= 1e4, eigenvalues in [1, 1e6], |x*| in [1, 1e3]),
     dense problems, starts with a nonzero first gradient.
     """
-    _check_implicit_jacobian(problem, "log-sum-exp")
+    _describe(problem)
+    solved = _ImplicitSolve(problem, "log-sum-exp")
+    check(_finite(solved.jacobians), solved.not_finite)
+    event(f"reached tolerance: {solved.reached}")
+    assume(solved.reached)
+    target(solved.error, label="|H J - I|")
+    check(solved.error <= IMPLICIT_TOLERANCE, solved.off_inverse_hessian)
 
 
 # A detector: the derandomized search found, from x0 = 0, a problem whose stepsize's tangent
@@ -408,9 +401,11 @@ def test_log_sum_exp_solve_jacobian_wrt_b_is_inverse_hessian(problem, dtype):
 @example(problem=pinned.LOG_SUM_EXP_FLOAT32_STEPSIZE_LEAK)
 @PROPERTY
 @given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=problems.AWAY_FROM_OPTIMUM))
-def test_log_sum_exp_solve_derivatives_are_finite_float32(problem, dtype):
+def test_log_sum_exp_solve_derivatives_are_finite_float32(problem):
     """jacfwd of the log-sum-exp solve w.r.t. A, b and x0 is finite. Domain: the float32 domain."""
-    _check_solve_derivatives_finite(problem, "log-sum-exp")
+    _describe(problem)
+    jacobians, report = _derivatives("lbfgs_solve", "jacfwd", problem, **SOLVE[np.float32], objective="log-sum-exp")
+    check(_finite(jacobians), report)
 
 
 # Central differences of the solve with step FD_STEP along tangents (db, dx0): x*(b + h db)
@@ -444,7 +439,7 @@ FD_TOLERANCE = 1e-5
         np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM, dense=True
     ).flatmap(lambda problem: problems.tangents(problem, move_A=False).map(lambda tangent: (problem, tangent)))
 )
-def test_solve_jvp_matches_central_differences(data, dtype):
+def test_solve_jvp_matches_central_differences(data):
     """jax.jvp of the solve in a random direction (db, dx0) agrees with central differences.
 
     Domain: the implicit property's (dense problems, starts with a nonzero first gradient),
@@ -456,23 +451,16 @@ def test_solve_jvp_matches_central_differences(data, dtype):
     static = IMPLICIT_SOLVE
     _describe(problem)
     _, jvp = solvers.compiled("lbfgs_solve", "jvp", **static)(*problem.args(), *tangent)
-    report = dict(
-        A=problem.A,
-        b=problem.b,
-        x0=problem.x0,
-        solver="lbfgs_solve",
-        derivative="jvp",
-        dtype=problem.dtype,
-        tangents=tangent,
-        **static,
-    )
-    check(np.all(np.isfinite(jvp)), lambda: problem_report("jvp of the solve is not finite", got=jvp, **report))
+    report = dict(solver="lbfgs_solve", derivative="jvp", tangents=tangent, got=jvp, **static)
+    check(np.all(np.isfinite(jvp)), lambda: problem_report("jvp of the solve is not finite", problem, **report))
     solve = solvers.compiled("lbfgs_solve", "value", **static)
     ends = []
     for sign in (1.0, -1.0):
         shifted = [p + sign * FD_STEP * t for p, t in zip(problem.args(), tangent, strict=True)]
         x, steps, residual = solve(*shifted)
-        assume(_reached_tolerance(residual, steps, static))
+        reached = _reached_tolerance(residual, steps, static)
+        event(f"reached tolerance: {reached}")
+        assume(reached)
         # |x - x*| <= |A^-1| |A x - b| for a quadratic: the solve's own error, a posteriori.
         A, b = (np.asarray(v) for v in shifted[:2])
         ends.append((np.asarray(x), np.linalg.norm(A @ np.asarray(x) - b) / np.linalg.eigvalsh(A)[0]))
@@ -486,7 +474,7 @@ def test_solve_jvp_matches_central_differences(data, dtype):
         discrepancy <= allowed,
         lambda: problem_report(
             f"jvp {np.asarray(jvp)} != central differences {differences} (|diff| {discrepancy:.3g} > {allowed:.3g})",
-            got=jvp,
+            problem,
             **report,
         ),
     )
@@ -508,34 +496,31 @@ def test_jax_refuses_reverse_mode_through_zoom_linesearch(solver, static):
         solvers.compiled(solver, "grad", 1, **static)(A, b, x0)
 
 
+# The special start x0 = A^-1 b is exact only if the objective's own gradient is 0 bitwise
+# there; a near-zero gradient would be a different (small-scale) regime.
 _gradient_at = jax.jit(lambda A, b, x: jax.grad(solvers.quadratic(A, b))(x))
 
 
-def _check_exactly_zero_gradient(problem):
-    # The special start x0 = A^-1 b is exact only if the objective's own gradient is 0
-    # bitwise there; a near-zero gradient would be a different (small-scale) regime.
+@float64
+@PROPERTY
+@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=(problems.AT_OPTIMUM,)))
+def test_strategy_start_at_optimum_has_exactly_zero_gradient_float64(problem):
+    gradient = np.asarray(_gradient_at(*problem.args()))
+    assert np.all(gradient == 0), f"gradient {gradient} at the drawn optimum of {problem}"
+
+
+@float32
+@PROPERTY
+@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=(problems.AT_OPTIMUM,)))
+def test_strategy_start_at_optimum_has_exactly_zero_gradient_float32(problem):
     gradient = np.asarray(_gradient_at(*problem.args()))
     assert np.all(gradient == 0), f"gradient {gradient} at the drawn optimum of {problem}"
 
 
 @float64
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=(problems.AT_OPTIMUM,)))
-def test_strategy_start_at_optimum_has_exactly_zero_gradient_float64(problem, dtype):
-    _check_exactly_zero_gradient(problem)
-
-
-@float32
-@PROPERTY
-@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=(problems.AT_OPTIMUM,)))
-def test_strategy_start_at_optimum_has_exactly_zero_gradient_float32(problem, dtype):
-    _check_exactly_zero_gradient(problem)
-
-
-@float64
-@PROPERTY
 @given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], dense=True))
-def test_strategy_dense_problems_have_distinct_eigenvalues(problem, dtype):
+def test_strategy_dense_problems_have_distinct_eigenvalues(problem):
     # The implicit properties rest on it: a repeated eigenvalue makes an invariant subspace.
     eigenvalues = np.linalg.eigvalsh(np.asarray(problem.A))
     gaps = np.diff(eigenvalues) / eigenvalues[:-1]
@@ -548,40 +533,34 @@ def test_strategy_dense_problems_have_distinct_eigenvalues(problem, dtype):
 
 @pytest.mark.defect("fixed-step-divergence-at-optimum")
 @float32
-def test_reverse_gradient_started_at_optimum_is_finite_float32(dtype):
+def test_reverse_gradient_started_at_optimum_is_finite_float32():
     """Outside the float32 reverse property's domain: a start at the optimum, lambda_max = 1000."""
-    problem = problems.Problem(np.eye(2, dtype=dtype) * 1000, np.zeros(2, dtype), np.zeros(2, dtype), "limit")
-    static = REVERSE[np.float32]
-    gradients = _call("scale_by_lbfgs_unroll", "grad", problem, ALL_ARGUMENTS, **static)
-    _assert_finite(
-        gradients,
-        "reverse-mode gradient of sum(x) through scale_by_lbfgs",
-        problem,
-        "scale_by_lbfgs_unroll",
-        "grad",
-        **static,
+    problem = problems.Problem(
+        np.eye(2, dtype=np.float32) * 1000, np.zeros(2, np.float32), np.zeros(2, np.float32), "limit"
     )
+    gradients, report = _derivatives("scale_by_lbfgs_unroll", "grad", problem, **REVERSE[np.float32])
+    check(_finite(gradients), report)
 
 
 @pytest.mark.defect("fixed-step-divergence-at-optimum")
 @float32
-def test_unroll_reaching_zero_gradient_derivatives_are_finite_float32(dtype):
+def test_unroll_reaching_zero_gradient_derivatives_are_finite_float32():
     """Outside the float32 past-convergence property's domain: more than 12 steps.
 
     A float32 unroll can land where the gradient is exactly zero (here it starts there):
     then the linesearch steps along a zero direction, no curvature pair forms, and the
     tangent grows by |1 - step * lambda| a step, 99 here: past float32's range in 30 steps.
     """
-    A = np.diag([100.0, 1.0]).astype(dtype)
-    x0 = np.array([1.0, 0.0], dtype)
+    A = np.diag([100.0, 1.0]).astype(np.float32)
+    x0 = np.array([1.0, 0.0], np.float32)
     problem = problems.Problem(A, A @ x0, x0, "limit")
-    jacobians = _call("lbfgs_fixed_steps", "jacfwd", problem, ALL_ARGUMENTS, num_steps=30)
-    _assert_finite(jacobians, "Jacobian of the fixed-step unroll", problem, "lbfgs_fixed_steps", "jacfwd", num_steps=30)
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, num_steps=30)
+    check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("no-step-at-optimum")
 @float64
-def test_solve_started_at_optimum_jacobian_is_inverse_hessian(dtype):
+def test_solve_started_at_optimum_jacobian_is_inverse_hessian():
     """Outside the implicit-derivative property's domain: g0 = 0, so the solve takes no step."""
     A = np.diag([1.0, 2.0])
     jacobian = solvers.compiled("lbfgs_solve", "jacfwd", ALL_ARGUMENTS, **IMPLICIT_SOLVE)(A, np.zeros(2), np.zeros(2))[
@@ -602,7 +581,7 @@ def test_solve_started_at_optimum_jacobian_is_inverse_hessian(dtype):
         pytest.param(np.diag([1.0, 1.0, 1.0, 1.0, 1e4]), [1.0, 0, 0, 0, 0], [2.0, 0, 0, 0, 0], id="eigenvector-start"),
     ],
 )
-def test_solve_converged_in_invariant_subspace_jacobian_is_inverse_hessian(A, b, x0, dtype):
+def test_solve_converged_in_invariant_subspace_jacobian_is_inverse_hessian(A, b, x0):
     """Outside the implicit property's domain: problems whose first gradient's Krylov space is
     not the whole space (the dense strategy draws none). The stopping rule sees only the primal:
     the solve lands on the solution after one step, its memory has learned A along e1 only,
@@ -622,7 +601,7 @@ def test_solve_converged_in_invariant_subspace_jacobian_is_inverse_hessian(A, b,
 
 @pytest.mark.defect("stopping-rule-ignores-tangent")
 @float64
-def test_solve_jvp_along_A_is_implicit(dtype):
+def test_solve_jvp_along_A_is_implicit():
     """Outside the jvp property's domain: a direction that moves A. Its tangent's target
     dA x moves with the iterate, and the stopping rule does not wait for it. Minimal case:
     the eigenvector start of the test above, which lands on x* = e1 in one step, and

@@ -14,6 +14,7 @@ import pytest
 
 from lbfgs_gate.suite import solvers
 from lbfgs_gate.suite.report import check, problem_report
+from lbfgs_gate.suite.strategies import Problem
 
 # A well-conditioned problem (condition number 2.6), with b chosen so that the first
 # gradient -b is far from zero: only the divisions can make the gradient NaN, not the
@@ -48,12 +49,9 @@ def test_gradient_through_unroll_is_finite_from_the_first_step(A, b, num_steps, 
         np.all(np.isfinite(gradient)),
         lambda: problem_report(
             f"jax.grad through {num_steps} step(s) of scale_by_lbfgs is not finite",
-            A=A,
-            b=b,
-            x0=x0,
+            Problem(A, b, x0),
             solver="scale_by_lbfgs_unroll",
             derivative="grad",
-            dtype=dtype,
             got=gradient,
             num_steps=num_steps,
         ),
@@ -90,12 +88,9 @@ def test_gradient_after_convergence_matches_the_implicit_function_answer(A, b, d
         lambda: problem_report(
             f"jax.grad after {CONVERGED_STEPS} steps is not A^-1 1 = {implicit} "
             f"(relative error {error:.3g} > {_tolerance(A):.3g})",
-            A=A,
-            b=b,
-            x0=x0,
+            Problem(A, b, x0),
             solver="scale_by_lbfgs_unroll",
             derivative="grad",
-            dtype=dtype,
             got=gradient,
             num_steps=CONVERGED_STEPS,
         ),

@@ -15,6 +15,7 @@ from lbfgs_gate.plugin import patch_state
 from lbfgs_gate.suite import solvers
 from lbfgs_gate.suite.claims import ALL_ARGUMENTS, UNROLL
 from lbfgs_gate.suite.report import check, problem_report
+from lbfgs_gate.suite.strategies import Problem
 
 A_2D = [[3.0, 1.0], [1.0, 2.0]]
 
@@ -54,13 +55,6 @@ def _issue_1189_solve(b, x0, A, tol=1e-6, max_iter=50):
     return params
 
 
-def _assert_finite(jacobian, **problem):
-    check(
-        np.all(np.isfinite(jacobian)),
-        lambda: problem_report("Jacobian of the L-BFGS solve is not finite", got=jacobian, **problem),
-    )
-
-
 # Started at the optimum, the loop takes one step along the zero gradient and stops. That
 # step is x1 = x0 - t s (A x0 - b), s = min(1, 1/|g0|) = 1 the first step's identity scale and
 # t = 1 the stepsize (the zoom linesearch accepts its initial guess on a zero direction); with
@@ -84,12 +78,9 @@ def test_issue_1189_forward_derivative_through_while_loop_solve_is_that_of_its_o
         lambda: problem_report(
             f"Jacobian of the issue-1189 solve started at its optimum is not I, the derivative of its one step "
             f"(max |J - I| = {error:.3g} > {ONE_STEP_TOLERANCE:g})",
-            A=A,
-            b=b,
-            x0=x0,
+            Problem(A, b, x0),
             solver="issue-1189 while loop (lbfgs_gate/suite/test_seed_leak.py)",
             derivative="jacfwd",
-            dtype=dtype,
             got=jacobian,
         ),
     )
@@ -105,11 +96,22 @@ def test_issue_1189_forward_derivative_through_while_loop_solve_is_that_of_its_o
     ],
 )
 def test_solution_jacobian_is_finite_when_started_at_optimum(A, b, x0, dtype):
-    A, b, x0 = (jnp.array(v, dtype) for v in (A, b, x0))
+    problem = Problem(*(jnp.array(v, dtype) for v in (A, b, x0)))
     # The unroll of the seed-leak properties (a zero first gradient is NaN from the first step on).
     static = UNROLL[np.dtype(dtype).type]
-    jacobian = solvers.compiled("lbfgs_fixed_steps", "jacfwd", ALL_ARGUMENTS, **static)(A, b, x0)[1]
-    _assert_finite(jacobian, A=A, b=b, x0=x0, solver="lbfgs_fixed_steps", derivative="jacfwd", dtype=dtype, **static)
+    jacobian = solvers.compiled("lbfgs_fixed_steps", "jacfwd", ALL_ARGUMENTS, **static)(*problem.args())[1]
+    check(
+        np.all(np.isfinite(jacobian)),
+        lambda: problem_report(
+            "Jacobian of the fixed-step unroll started at its optimum is not finite",
+            problem,
+            solver="lbfgs_fixed_steps",
+            derivative="jacfwd",
+            got=jacobian,
+            argnums=ALL_ARGUMENTS,
+            **static,
+        ),
+    )
 
 
 @pytest.mark.defect("seed-leak")
@@ -118,11 +120,22 @@ def test_solution_jacobian_is_finite_for_tiny_float32_gradient(dtype):
     # |b| = 1.4e-20: |b|**2 underflows in float32, so |g0| evaluates to 0. One step only:
     # longer solves at this scale overflow 1/(y^T s) in float32 with or without the
     # patch, a separate limit (see docs/tests.md, the property suite's domains).
-    A, b, x0 = jnp.array(A_2D, dtype), jnp.full(2, 1e-20, dtype), jnp.zeros(2, dtype)
-    assert float(jnp.linalg.norm(b)) == 0.0, "precondition: |b|**2 must underflow"
+    problem = Problem(jnp.array(A_2D, dtype), jnp.full(2, 1e-20, dtype), jnp.zeros(2, dtype))
+    assert float(jnp.linalg.norm(problem.b)) == 0.0, "precondition: |b|**2 must underflow"
     static = dict(num_steps=1)
-    jacobian = solvers.compiled("lbfgs_fixed_steps", "jacfwd", ALL_ARGUMENTS, **static)(A, b, x0)[1]
-    _assert_finite(jacobian, A=A, b=b, x0=x0, solver="lbfgs_fixed_steps", derivative="jacfwd", dtype=dtype, **static)
+    jacobian = solvers.compiled("lbfgs_fixed_steps", "jacfwd", ALL_ARGUMENTS, **static)(*problem.args())[1]
+    check(
+        np.all(np.isfinite(jacobian)),
+        lambda: problem_report(
+            "Jacobian of one step from a gradient whose norm underflows is not finite",
+            problem,
+            solver="lbfgs_fixed_steps",
+            derivative="jacfwd",
+            got=jacobian,
+            argnums=ALL_ARGUMENTS,
+            **static,
+        ),
+    )
 
 
 FIRST_GRADIENTS = [

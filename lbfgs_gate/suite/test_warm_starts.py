@@ -24,14 +24,15 @@ import pytest
 from lbfgs_gate.suite import solvers
 from lbfgs_gate.suite.claims import ALL_ARGUMENTS, IMPLICIT_SOLVE, IMPLICIT_TOLERANCE
 from lbfgs_gate.suite.report import check, problem_report
+from lbfgs_gate.suite.strategies import Problem
 
 # The implicit property's configuration (2-D, float64, jacfwd w.r.t. A, b and x0) and
 # tolerance: the same compiled function as test_properties', no new compilation.
 
 
 @pytest.mark.defect("warm-start-at-solution")
-@pytest.mark.parametrize("dtype", [np.float64], ids=["float64"])
-def test_solve_warm_started_at_its_solution_jacobian_is_inverse_hessian(dtype):
+@pytest.mark.float64
+def test_solve_warm_started_at_its_solution_jacobian_is_inverse_hessian():
     A, b = np.array([[3.0, 1.0], [1.0, 2.0]]), np.array([1.0, -2.0])
     # x* = A^-1 b = (0.8, -1.4) as rounded to float64: the gradient there is (4.4e-16, 0),
     # rounding noise, not zero (a zero first gradient is the limit no-step-at-optimum).
@@ -44,12 +45,9 @@ def test_solve_warm_started_at_its_solution_jacobian_is_inverse_hessian(dtype):
         lambda: problem_report(
             f"a solve warm-started at its own solution: |A J - I| = {error:.3g} > {IMPLICIT_TOLERANCE} "
             "(differentiate the solution implicitly instead: dx*/db = A^-1)",
-            A=A,
-            b=b,
-            x0=x0,
+            Problem(A, b, x0),
             solver="lbfgs_solve",
             derivative="jacfwd",
-            dtype=dtype,
             got=jacobian,
             argnums=ALL_ARGUMENTS,
             **IMPLICIT_SOLVE,

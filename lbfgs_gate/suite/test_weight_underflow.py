@@ -8,7 +8,7 @@ jax.grad was NaN for every |b| <= 1e-4 on optax 0.2.4 with 0001 to 0004 (jax 0.4
 while the answer, A^-1 1, does not depend on the scale of b. Patch 0005 forms the weight
 from stop_gradient(y^T s). With jax 0.10.2 the same unrolls were finite without 0005; through
 a loop that returns its optimizer state too, jax.vjp is NaN without 0005 on both jax lines
-(the last test).
+(its last case).
 """
 
 import numpy as np
@@ -16,6 +16,7 @@ import pytest
 
 from lbfgs_gate.suite import solvers
 from lbfgs_gate.suite.report import check, problem_report
+from lbfgs_gate.suite.strategies import Problem
 
 A_2D = np.array([[3.0, 1.0], [1.0, 2.0]])
 # test_reverse_nan's configuration (100 steps, d/db): no new compilation.
@@ -35,59 +36,35 @@ def _off_the_implicit_gradient(gradient):
     return implicit, np.max(np.abs(gradient - implicit)) / np.max(np.abs(implicit))
 
 
+# jax.grad of sum(x) through the unroll, and jax.vjp of a loop that also returns its optimizer
+# state (to warm-start the next solve, say), pulled back with (ones, zeros): the zero cotangent of
+# the state meets the weight's derivative, -1/(y^T s)^2. Measured at |b| ~ 1e-4 with the series
+# but 0005: the vjp is NaN on 0.2.4 (jax 0.4.35) and on 0.2.8 (jax 0.10.2), where the grad is
+# finite without 0005; with the series, all within 2.8e-7 of A^-1 1.
+LOOPS = [
+    pytest.param("scale_by_lbfgs_unroll", "grad", 1e-4, id="grad-1e-4"),
+    pytest.param("scale_by_lbfgs_unroll", "grad", 1e-8, id="grad-1e-8"),
+    pytest.param("scale_by_lbfgs_unroll_with_state", "vjp_with_state", 1e-4, id="loop-returning-its-state-1e-4"),
+]
+
+
 @pytest.mark.defect("weight-underflow")
 @pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
-@pytest.mark.parametrize("scale", [1e-4, 1e-8])
-def test_reverse_gradient_of_small_problem_is_the_implicit_one(scale, dtype):
-    A, b, x0 = _small_problem(scale, dtype)
-    gradient = np.asarray(solvers.compiled("scale_by_lbfgs_unroll", "grad", argnum=1, **STATIC)(A, b, x0))
+@pytest.mark.parametrize("solver, derivative, scale", LOOPS)
+def test_reverse_gradient_of_small_problem_is_the_implicit_one(solver, derivative, scale, dtype):
+    problem = Problem(*_small_problem(scale, dtype))
+    gradient = np.asarray(solvers.compiled(solver, derivative, argnum=1, **STATIC)(*problem.args()))
     implicit, error = _off_the_implicit_gradient(gradient)
-    # test_reverse_nan's tolerance, 16 cond(A) eps; measured with 0005: 2.8e-7 and 1.6e-7.
+    # test_reverse_nan's tolerance, 16 cond(A) eps.
     tolerance = 16 * np.linalg.cond(A_2D) * np.finfo(dtype).eps
     check(
         error <= tolerance,
         lambda: problem_report(
-            f"jax.grad through {STATIC['num_steps']} steps of scale_by_lbfgs at |b| ~ {scale:g} is not A^-1 1 = "
+            f"{derivative} through {STATIC['num_steps']} steps of {solver} at |b| ~ {scale:g} is not A^-1 1 = "
             f"{implicit} (relative error {error:.3g} > {tolerance:.3g})",
-            A=A,
-            b=b,
-            x0=x0,
-            solver="scale_by_lbfgs_unroll",
-            derivative="grad",
-            dtype=dtype,
-            got=gradient,
-            **STATIC,
-        ),
-    )
-
-
-@pytest.mark.defect("weight-underflow")
-@pytest.mark.parametrize("dtype", [np.float32], ids=["float32"])
-def test_reverse_gradient_of_small_problem_through_a_loop_returning_its_state_is_the_implicit_one(dtype):
-    # A loop that also returns its optimizer state (to warm-start the next solve, say) makes jax.vjp
-    # pull a zero cotangent back through the state, where it meets the weight's derivative,
-    # -1/(y^T s)^2. Measured at |b| ~ 1e-4 with the series but 0005: NaN on 0.2.4 (jax 0.4.35) and on
-    # 0.2.8 (jax 0.10.2), where the test above is finite without 0005; with the series, within
-    # 2.5e-7 of A^-1 1 on both.
-    scale = 1e-4
-    A, b, x0 = _small_problem(scale, dtype)
-    gradient = np.asarray(
-        solvers.compiled("scale_by_lbfgs_unroll_with_state", "vjp_with_state", argnum=1, **STATIC)(A, b, x0)
-    )
-    implicit, error = _off_the_implicit_gradient(gradient)
-    tolerance = 16 * np.linalg.cond(A_2D) * np.finfo(dtype).eps
-    check(
-        error <= tolerance,
-        lambda: problem_report(
-            f"jax.vjp through {STATIC['num_steps']} steps of scale_by_lbfgs returning (x, state), pulled back with "
-            f"(ones, zeros), at |b| ~ {scale:g} is not A^-1 1 = {implicit} (relative error {error:.3g} > "
-            f"{tolerance:.3g})",
-            A=A,
-            b=b,
-            x0=x0,
-            solver="scale_by_lbfgs_unroll_with_state",
-            derivative="vjp_with_state",
-            dtype=dtype,
+            problem,
+            solver=solver,
+            derivative=derivative,
             got=gradient,
             **STATIC,
         ),

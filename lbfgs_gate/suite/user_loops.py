@@ -185,8 +185,9 @@ def forward_against_reverse(dtype):
     return np.asarray(reverse(A, b, x0)), np.asarray(forward(A, b, x0), np.float64)
 
 
-def hessian_through_unroll(dtype):
-    """jax.hessian of 1/2 |x(b) - t|^2, x(b) a converged fixed-step scale_by_lbfgs unroll: A^-2."""
+def _second_derivative_through_unroll(dtype, second_derivative):
+    """`second_derivative` (a transform of a function of b) of 1/2 |x(b) - t|^2, x(b) a converged
+    60-step scale_by_lbfgs unroll, and A^-2, what it must be (x is linear in b at the solution)."""
     A, b, x0, _ = _quadratic(dtype)
     t = np.linspace(-1.0, 1.0, b.shape[0]).astype(dtype)
     static = dict(num_steps=60, step_size=0.5)
@@ -196,23 +197,18 @@ def hessian_through_unroll(dtype):
         return 0.5 * jnp.sum((x - t) ** 2)
 
     inverse = np.linalg.inv(A.astype(np.float64))
-    hessian = jax.jit(jax.hessian(outer))
-    return np.asarray(hessian(b)), inverse @ inverse
+    return np.asarray(jax.jit(second_derivative(outer))(b)), inverse @ inverse
+
+
+def hessian_through_unroll(dtype):
+    """jax.hessian of 1/2 |x(b) - t|^2, x(b) a converged fixed-step scale_by_lbfgs unroll: A^-2."""
+    return _second_derivative_through_unroll(dtype, jax.hessian)
 
 
 def second_forward_derivative_through_unroll(dtype):
     """jacfwd of jacfwd of 1/2 |x(b) - t|^2, x(b) a converged fixed-step scale_by_lbfgs unroll: A^-2
     (forward over forward: no reverse mode, so only the memory's second derivative can be wrong)."""
-    A, b, x0, _ = _quadratic(dtype)
-    t = np.linspace(-1.0, 1.0, b.shape[0]).astype(dtype)
-    static = dict(num_steps=60, step_size=0.5)
-
-    def outer(b):
-        x = solvers.scale_by_lbfgs_unroll(A, b, x0, **static)
-        return 0.5 * jnp.sum((x - t) ** 2)
-
-    inverse = np.linalg.inv(A.astype(np.float64))
-    return np.asarray(jax.jit(jax.jacfwd(jax.jacfwd(outer)))(b)), inverse @ inverse
+    return _second_derivative_through_unroll(dtype, lambda f: jax.jacfwd(jax.jacfwd(f)))
 
 
 def hessian_through_solve(dtype):
