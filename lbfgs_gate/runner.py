@@ -273,18 +273,28 @@ def run_with_optax_tests(
     {"suite": ..., "optax": ...}. `defect_modules` marks the tests of a file (by name) as
     detectors of a defect (the modules the series adds)."""
     folder = reports / "optax-tests"
-    targets = copy_optax_tests(optax_tests, tree, folder)
-    marks = [f"--gate-defect-module={file}={defect}" for file, defect in defect_modules.items()]
-    record = run(
-        [*suite_targets, *targets],
-        reports=reports,
-        name="suite",
-        patch_state=patch_state,
-        args=[*marks, *args],
-        python=python,
-        env_extra=env_extra,
-        label=f"pytest {_targets(suite_targets)} + optax's {_targets(optax_tests)} (copied from the tree)",
-    )
+    # pytest names a test file outside its rootdir (the project) by its class alone
+    # (`::Class::test`), so copies must lie below the project: with the reports elsewhere
+    # (LBFGS_GATE_WORK_DIR), in a folder of the project removed after the run.
+    outside = not folder.resolve().is_relative_to(PROJECT_ROOT.resolve())
+    if outside:
+        folder = PROJECT_ROOT / f".optax-tests-{reports.name}"
+    try:
+        targets = copy_optax_tests(optax_tests, tree, folder)
+        marks = [f"--gate-defect-module={file}={defect}" for file, defect in defect_modules.items()]
+        record = run(
+            [*suite_targets, *targets],
+            reports=reports,
+            name="suite",
+            patch_state=patch_state,
+            args=[*marks, *args],
+            python=python,
+            env_extra=env_extra,
+            label=f"pytest {_targets(suite_targets)} + optax's {_targets(optax_tests)} (copied from the tree)",
+        )
+    finally:
+        if outside:
+            shutil.rmtree(folder, ignore_errors=True)
     prefix = os.path.relpath(folder, PROJECT_ROOT) + "/"
     split = {}
     for source, keep in (

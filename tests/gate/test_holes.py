@@ -328,3 +328,21 @@ def test_a_stage_judges_its_defect_alone_and_still_every_rule(judge):
     # The stage's detector skipped is no detection, as everywhere.
     skipped = judge(STAGE_TESTS.replace("def test_both", "@pytest.mark.skip\ndef test_both"), only, symptoms=False)
     assert skipped.verdict == "red" and any("not a detection" in r for r in skipped.reasons)
+
+
+def test_optax_tests_are_named_by_their_file_with_the_reports_outside_the_project(tmp_path):
+    # pytest names a test file outside its rootdir `::Class::test`: with LBFGS_GATE_WORK_DIR
+    # outside the clone, the copies must still lie below the project (and go after the run).
+    tree = tmp_path / "tree"
+    (tree / "optax/_src").mkdir(parents=True)
+    (tree / "optax/_src/lone_test.py").write_text(
+        "import unittest\n\nclass LoneTest(unittest.TestCase):\n    def test_passes(self):\n        pass\n"
+    )
+    reports = tmp_path / "reports" / "elsewhere"
+    records = runner.run_with_optax_tests(
+        [], ["optax/_src/lone_test.py::LoneTest"], tree, reports=reports, patch_state="patched", defect_modules={}
+    )
+    names = [nodeid.split("/", 1)[1] for nodeid in records["optax"].tests]
+    assert names == ["optax/_src/lone_test.py::LoneTest::test_passes"]
+    assert not records["suite"].tests
+    assert not list(runner.PROJECT_ROOT.glob(".optax-tests-*"))
