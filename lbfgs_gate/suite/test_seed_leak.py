@@ -71,7 +71,11 @@ def test_issue_1189_forward_derivative_through_while_loop_solve_is_that_of_its_o
     # Issue #1189's shape of problem: the solve starts at the optimum (b = 0, x0 = 0),
     # the loop still takes one step, and the first gradient is exactly zero.
     A, b, x0 = jnp.array(A_2D, dtype), jnp.zeros(2, dtype), jnp.zeros(2, dtype)
-    jacobian = np.asarray(jax.jit(jax.jacfwd(_issue_1189_solve))(b, x0, A))
+    # The Jacobian a column at a time, by jvp: one program run twice, the same columns as
+    # jacfwd in less than half its time (3.0 s and 6.8 s measured: jacfwd also traces the
+    # batching of the linesearch's while loops).
+    column = jax.jit(lambda b, db: jax.jvp(lambda b: _issue_1189_solve(b, x0, A), (b,), (db,))[1])
+    jacobian = np.stack([np.asarray(column(b, e)) for e in jnp.eye(2, dtype=dtype)], axis=1)
     error = float(np.max(np.abs(jacobian - np.eye(2)))) if np.all(np.isfinite(jacobian)) else np.inf
     check(
         error <= ONE_STEP_TOLERANCE,
