@@ -122,7 +122,9 @@ def fork(session):
     from lbfgs_gate.fork.environment import find_uv
 
     # lbfgs_gate builds the fork its own environment, pinned for the fork's optax version,
-    # with the uv that nox itself uses; this session's environment only runs lbfgs_gate.
+    # with the uv that nox itself uses; this session's environment only runs lbfgs_gate, and
+    # its pip downloads the sdists the fork is compared with (a uv environment has none).
+    session.install("pip", "-c", TOOLS)
     session.run("python", "-m", "lbfgs_gate", "fork", *session.posargs, env={"UV": find_uv()})
 
 

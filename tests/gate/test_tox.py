@@ -53,3 +53,25 @@ def test_tox_releases_are_the_constraints_links_and_the_matrix():
         commands = config[section].get("commands", "")
         assert not re.search(r"\d+\.\d+\.\d+", commands), f"[{section}] names a release in its commands"
         assert len([line for line in commands.splitlines() if line.strip()]) <= 1, f"[{section}]: one command"
+
+
+def test_every_nox_session_that_runs_the_gate_has_pip_to_fetch_sdists():
+    # The gate downloads optax's sdists with pip (lbfgs_gate/sdist.py), and nox's uv
+    # environments have none: `nox -s fork` from a fresh clone stopped there (exit 2).
+    source = (PROJECT_ROOT / "noxfile.py").read_text()
+    helpers = {
+        node.name: ast.get_source_segment(source, node)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef)
+    }
+    fetches_nothing = {"lint"}  # ruff, zizmor and the inventory's file check
+    for name, body in helpers.items():
+        runs_the_gate = re.search(r'"-m", "lbfgs_gate|_lbfgs_gate\(|lbfgs_gate\.\w+"|tools/', body)
+        if not runs_the_gate or name.startswith("_") or name in fetches_nothing:
+            continue
+        installs = body + "".join(helpers[h] for h in re.findall(r"\b(_install_\w+)\(", body))
+        requirements = re.findall(r"requirements/[\w-]+\.txt", installs)
+        has_pip = 'session.install("pip"' in installs or any(
+            re.search(r"^pip\b", (PROJECT_ROOT / r).read_text(), flags=re.M) for r in requirements
+        )
+        assert has_pip, f"nox session {name} runs the gate without pip in its environment"
