@@ -66,3 +66,43 @@ def test_forward_and_reverse_jacobians_of_implicit_solve_agree_with_central_diff
 _jacrev = jax.jit(
     jax.jacrev(solvers.implicit_lbfgs_solve, argnums=1), static_argnames=("max_steps", "rel_tol", "objective")
 )
+
+
+# The residual check (solvers.tangent_residual): quiet on a right derivative, and never quieter
+# than the error of a wrong one allows (relative error <= cond(H) x residual). Multi-output least
+# squares, 3 features x 8 outputs, flattened: H = (X^T X) (x) I_8 has each eigenvalue 8 times,
+# where the series' default derivative of a solve that stops on its rule is finite and wrong.
+_X, _Y = np.random.default_rng(0).normal(size=(12, 3)), np.random.default_rng(1).normal(size=(12, 8))
+RESIDUAL_PROBLEMS = {
+    "distinct-eigenvalues": (A_5D, B_5D),
+    "each-eigenvalue-8-times": (np.kron(_X.T @ _X, np.eye(8)), (_X.T @ _Y).ravel()),
+}
+
+
+def _tangent_and_residual(problem, solver):
+    """The problem's data, the jvp of `solver` along a random db, db, and its residual."""
+    A, b = RESIDUAL_PROBLEMS[problem]
+    db, zero = np.random.default_rng(2).normal(size=b.shape), np.zeros_like(A)
+    x, dx = solvers.compiled(solver, "jvp", **STATIC)(A, b, np.zeros_like(b), zero, db, 0 * db)
+    grad = jax.grad(lambda x, b: solvers.quadratic(A, b)(x))
+    return A, dx, db, float(solvers.tangent_residual(grad, x, dx, b, db))
+
+
+@pytest.mark.parametrize("problem", list(RESIDUAL_PROBLEMS))
+@pytest.mark.float64
+def test_residual_of_the_implicit_derivative_is_at_rounding(problem):
+    _, _, _, residual = _tangent_and_residual(problem, "implicit_lbfgs_solve")
+    assert residual <= 1e-10, f"{problem}: the residual of custom_root's tangent is {residual:.3g}, not at rounding"
+
+
+@pytest.mark.parametrize("problem", list(RESIDUAL_PROBLEMS))
+@pytest.mark.float64
+def test_residual_bounds_the_error_of_a_derivative_through_the_solve(problem):
+    A, dx, db, residual = _tangent_and_residual(problem, "lbfgs_solve")
+    expected = np.linalg.solve(A, db)
+    error = np.linalg.norm(np.asarray(dx) - expected) / np.linalg.norm(expected)
+    bound = np.linalg.cond(A) * residual
+    assert error <= bound * (1 + 1e-6) + 1e-12, (
+        f"{problem}: jvp through the solve is {error:.3g} off A^-1 db, above cond(A) x residual = {bound:.3g}"
+    )
+    print(f"{problem}: relative error {error:.3g}, residual {residual:.3g}, bound {bound:.3g}")
