@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import Phase, assume, event, example, given, note, settings, target
+from hypothesis import strategies as st
 
 from lbfgs_gate.suite import examples as pinned
 from lbfgs_gate.suite import solvers
@@ -80,96 +81,70 @@ def _finite(values) -> bool:
     return all(np.all(np.isfinite(value)) for value in values)
 
 
-@float64
+# One property per dtype: a parametrized test drawing its problem in that dtype (st.data()), so
+# that each dtype is a search of its own (the ci profile's examples, per node) from one body.
+DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
+
+
+def _draw(data, dtype, **domain):
+    problem = data.draw(problems.quadratic_problems(dtype, DOMAIN[dtype], **domain), label="problem")
+    _describe(problem)
+    return problem
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_solve_derivatives_are_finite_float64(problem):
+@given(data=st.data())
+def test_solve_derivatives_are_finite(dtype, data):
     """jacfwd of optax.lbfgs() in a while-loop solve w.r.t. A, b and x0 is finite.
 
-    Domain: cond(A) <= 1e4, eigenvalues from 1e-2, |b| and |x0| in [1e-20, 1e20], all starts.
+    Domain, all starts: float64, cond(A) <= 1e4, eigenvalues from 1e-2, |b| and |x0| in
+    [1e-20, 1e20]; float32, cond(A) <= 1e3, eigenvalues in [0.1, 1e4], |b| and |x0| in [1e-3, 1e3].
     """
-    _describe(problem)
-    jacobians, report = _derivatives("lbfgs_solve", "jacfwd", problem, **SOLVE[np.float64])
+    problem = _draw(data, dtype)
+    jacobians, report = _derivatives("lbfgs_solve", "jacfwd", problem, **SOLVE[dtype])
     check(_finite(jacobians), report)
 
 
-@float32
-@PROPERTY
-@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32]))
-def test_solve_derivatives_are_finite_float32(problem):
-    """jacfwd of optax.lbfgs() in a while-loop solve w.r.t. A, b and x0 is finite.
-
-    Domain: cond(A) <= 1e3, eigenvalues in [0.1, 1e4], |b| and |x0| in [1e-3, 1e3], all starts.
-    """
-    _describe(problem)
-    jacobians, report = _derivatives("lbfgs_solve", "jacfwd", problem, **SOLVE[np.float32])
+def _unroll_derivatives_are_finite(problem, dtype):
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[dtype])
     check(_finite(jacobians), report)
 
 
 @pytest.mark.defect("seed-leak")
-@float64
-# Found by search on optax 0.2.4 as released (ci profile): started at the optimum, b = x0 = 0.
-@example(
-    problem=problems.Problem(
-        np.eye(2, dtype=np.float64), np.zeros(2, np.float64), np.zeros(2, np.float64), problems.AT_OPTIMUM_ZERO
-    )
-)
+@pytest.mark.parametrize("dtype", DTYPES)
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_unroll_derivatives_are_finite_float64(problem):
+@given(data=st.data())
+def test_unroll_derivatives_are_finite(dtype, data):
     """jacfwd of a lax.scan of optax.lbfgs() steps w.r.t. A, b and x0 is finite."""
-    _describe(problem)
+    problem = _draw(data, dtype)
     _target_small_initial_gradient(problem)
-    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float64])
-    check(_finite(jacobians), report)
+    _unroll_derivatives_are_finite(problem, dtype)
 
 
-# The two properties above, with their pinned examples skipped. On optax 0.2.4 as published
-# the derandomized search itself must reach the seed leak (the ci profile's strict xfail), so
-# the detector does not rest on @example; with the series, the search must find nothing.
+@pytest.mark.defect("seed-leak")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unroll_derivatives_are_finite_started_at_the_optimum_b_0(dtype):
+    # Found by search on optax 0.2.4 as released (ci profile): started at the optimum, b = x0 = 0.
+    problem = problems.Problem(np.eye(2, dtype=dtype), np.zeros(2, dtype), np.zeros(2, dtype), problems.AT_OPTIMUM_ZERO)
+    _unroll_derivatives_are_finite(problem, dtype)
+
+
+# The property above in its search phases alone. On optax 0.2.4 as published the
+# derandomized search itself must reach the seed leak (the ci profile's strict xfail), so
+# the detector does not rest on a pinned example; with the series, the search must find nothing.
 SEARCH_ONLY = settings(PROPERTY, phases=[Phase.generate, Phase.target, Phase.shrink])
 
 
 @pytest.mark.defect("seed-leak")
-@float64
+@pytest.mark.parametrize("dtype", DTYPES)
 @SEARCH_ONLY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_search_alone_finds_unroll_derivatives_finite_float64(problem):
+@given(data=st.data())
+def test_search_alone_finds_unroll_derivatives_finite(dtype, data):
     """jacfwd of a lax.scan of optax.lbfgs() steps is finite, checked by search alone."""
-    _describe(problem)
+    problem = _draw(data, dtype)
     _target_small_initial_gradient(problem)
-    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float64])
-    check(_finite(jacobians), report)
-
-
-@pytest.mark.defect("seed-leak")
-@float32
-@SEARCH_ONLY
-@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32]))
-def test_search_alone_finds_unroll_derivatives_finite_float32(problem):
-    """jacfwd of a lax.scan of optax.lbfgs() steps is finite, checked by search alone."""
-    _describe(problem)
-    _target_small_initial_gradient(problem)
-    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float32])
-    check(_finite(jacobians), report)
-
-
-@pytest.mark.defect("seed-leak")
-@float32
-# Found by search on optax 0.2.4 as released (ci profile): started at the optimum, b = x0 = 0.
-@example(
-    problem=problems.Problem(
-        np.eye(2, dtype=np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32), problems.AT_OPTIMUM_ZERO
-    )
-)
-@PROPERTY
-@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32]))
-def test_unroll_derivatives_are_finite_float32(problem):
-    """jacfwd of a lax.scan of optax.lbfgs() steps w.r.t. A, b and x0 is finite."""
-    _describe(problem)
-    _target_small_initial_gradient(problem)
-    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **UNROLL[np.float32])
-    check(_finite(jacobians), report)
+    _unroll_derivatives_are_finite(problem, dtype)
 
 
 # Unrolls that run on long after convergence, where the curvature pairs and the
@@ -210,39 +185,39 @@ PAST_CONVERGENCE_FLOAT32 = problems.Problem(
 # whose stepsize's tangent overflows: with 0001 to 0003 applied (tools/hunk_proof.py's stage
 # of 0003), a 5-D quadratic of condition 100 from x0 = (1, 0, 0, 0, 1/64), b = 0, still gave
 # a non-finite d/dA, finite once 0004 is applied too. So it detects both.
+def _past_convergence_derivatives_are_finite(problem, dtype):
+    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **PAST_CONVERGENCE[dtype])
+    check(_finite(jacobians), report)
+
+
 @pytest.mark.defect("memory-leak")
 @pytest.mark.defect("stepsize-leak")
-@float64
-@example(problem=PAST_CONVERGENCE_FLOAT64)
+@pytest.mark.parametrize("dtype", DTYPES)
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=problems.AWAY_FROM_OPTIMUM))
-def test_unroll_past_convergence_derivatives_are_finite_float64(problem):
-    """jacfwd of 30 optax.lbfgs() steps w.r.t. A, b and x0 is finite, long after convergence.
+@given(data=st.data())
+def test_unroll_past_convergence_derivatives_are_finite(dtype, data):
+    """jacfwd of PAST_CONVERGENCE[dtype] optax.lbfgs() steps (30 in float64, 12 in float32)
+    w.r.t. A, b and x0 is finite, long after convergence.
 
-    Domain: the float64 domain, starts with a nonzero first gradient (a zero one is the seed
+    Domain: the dtype's domain, starts with a nonzero first gradient (a zero one is the seed
     leak's, whose detectors are the 4-step unroll properties above).
     """
-    _describe(problem)
+    problem = _draw(data, dtype, starts=problems.AWAY_FROM_OPTIMUM)
     _target_small_initial_gradient(problem)
-    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **PAST_CONVERGENCE[np.float64])
-    check(_finite(jacobians), report)
+    _past_convergence_derivatives_are_finite(problem, dtype)
 
 
 @pytest.mark.defect("memory-leak")
 @pytest.mark.defect("stepsize-leak")
-@float32
-@example(problem=PAST_CONVERGENCE_FLOAT32)
-@PROPERTY
-@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=problems.AWAY_FROM_OPTIMUM))
-def test_unroll_past_convergence_derivatives_are_finite_float32(problem):
-    """jacfwd of 12 optax.lbfgs() steps w.r.t. A, b and x0 is finite, long after convergence.
-
-    Domain: the float32 domain, starts with a nonzero first gradient.
-    """
-    _describe(problem)
-    _target_small_initial_gradient(problem)
-    jacobians, report = _derivatives("lbfgs_fixed_steps", "jacfwd", problem, **PAST_CONVERGENCE[np.float32])
-    check(_finite(jacobians), report)
+@pytest.mark.parametrize(
+    "dtype, problem",
+    [
+        pytest.param(np.float64, PAST_CONVERGENCE_FLOAT64, id="float64"),
+        pytest.param(np.float32, PAST_CONVERGENCE_FLOAT32, id="float32"),
+    ],
+)
+def test_unroll_past_convergence_derivatives_are_finite_on_the_pinned_problems(dtype, problem):
+    _past_convergence_derivatives_are_finite(problem, dtype)
 
 
 @pytest.mark.defect("memory-leak")
@@ -263,33 +238,21 @@ def test_unroll_past_convergence_curvature_tangent_is_finite(dtype, problem, num
 
 
 @pytest.mark.defect("reverse-nan")
-@float64
+@pytest.mark.parametrize("dtype", DTYPES)
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64]))
-def test_reverse_gradient_through_scale_by_lbfgs_is_finite_float64(problem):
+@given(data=st.data())
+def test_reverse_gradient_through_scale_by_lbfgs_is_finite(dtype, data):
     """jax.grad of sum(x_20) w.r.t. A, b and x0 through scale_by_lbfgs with step 0.5 is finite.
 
-    Domain: the float64 domain, all starts.
+    Domain: the dtype's domain; in float64 all starts, in float32 starts with a nonzero
+    gradient. Started exactly at the optimum no curvature pair ever forms, the tangent follows
+    gradient descent with step 0.5, which diverges by |1 - lambda/2| a step: past float32's
+    range after 20 steps once lambda_max > 173 (limit fixed-step-divergence-at-optimum).
     """
-    _describe(problem)
-    gradients, report = _derivatives("scale_by_lbfgs_unroll", "grad", problem, **REVERSE[np.float64])
-    check(_finite(gradients), report)
-
-
-@pytest.mark.defect("reverse-nan")
-@float32
-@PROPERTY
-@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=problems.AWAY_FROM_OPTIMUM))
-def test_reverse_gradient_through_scale_by_lbfgs_is_finite_float32(problem):
-    """jax.grad of sum(x_20) w.r.t. A, b and x0 through scale_by_lbfgs with step 0.5 is finite.
-
-    Domain: the float32 domain, starts with a nonzero gradient. Started exactly at the
-    optimum no curvature pair ever forms, the tangent follows gradient descent with step
-    0.5, which diverges by |1 - lambda/2| a step: past float32's range after 20 steps once
-    lambda_max > 173 (limit fixed-step-divergence-at-optimum).
-    """
-    _describe(problem)
-    gradients, report = _derivatives("scale_by_lbfgs_unroll", "grad", problem, **REVERSE[np.float32])
+    starts = problems.AWAY_FROM_OPTIMUM if dtype == np.float32 else problems.STARTS
+    gradients, report = _derivatives(
+        "scale_by_lbfgs_unroll", "grad", _draw(data, dtype, starts=starts), **REVERSE[dtype]
+    )
     check(_finite(gradients), report)
 
 
@@ -519,18 +482,11 @@ def test_jax_refuses_reverse_mode_through_zoom_linesearch(solver, static):
 _gradient_at = jax.jit(lambda A, b, x: jax.grad(solvers.quadratic(A, b))(x))
 
 
-@float64
+@pytest.mark.parametrize("dtype", DTYPES)
 @PROPERTY
-@given(problem=problems.quadratic_problems(np.float64, DOMAIN[np.float64], starts=(problems.AT_OPTIMUM,)))
-def test_strategy_start_at_optimum_has_exactly_zero_gradient_float64(problem):
-    gradient = np.asarray(_gradient_at(*problem.args()))
-    assert np.all(gradient == 0), f"gradient {gradient} at the drawn optimum of {problem}"
-
-
-@float32
-@PROPERTY
-@given(problem=problems.quadratic_problems(np.float32, DOMAIN[np.float32], starts=(problems.AT_OPTIMUM,)))
-def test_strategy_start_at_optimum_has_exactly_zero_gradient_float32(problem):
+@given(data=st.data())
+def test_strategy_start_at_optimum_has_exactly_zero_gradient(dtype, data):
+    problem = _draw(data, dtype, starts=(problems.AT_OPTIMUM,))
     gradient = np.asarray(_gradient_at(*problem.args()))
     assert np.all(gradient == 0), f"gradient {gradient} at the drawn optimum of {problem}"
 
