@@ -2,18 +2,12 @@
 
     python tools/hunk_proof.py [--release R] [--patch NNNN] [-- PYTEST_ARGS]
 
-Run when a patch changes (`nox -s hunk_proof`), where the suite's requirements and optax R (default:
-the one installed) are. A patch is judged on its *stage*, the release with the series up to and
-including it (patches already upstream skipped): a later patch can make an earlier hunk redundant.
-The stage intact must be green: its detectors (marked with the patch's defect and no defect the stage
-still has) and the test modules the patch adds to optax, judged by lbfgs_gate/verdict.py on that
-defect alone, expected absent. Each hunk of the patch's library code is then reversed alone (`git
-apply -R`) on a copy, installed and verified, and the same tests run: caught when the verdict reads
-the defect present. A hunk that leaves the AST unchanged, docstrings aside, is "docs only, not
-judged". An option (lbfgs_gate/defects.py OPTIONS: 0007) runs its PASS_TO_PASS tests instead: caught
-when the verdict is red because one failed its own check. A hunk that alone only breaks the code (the
-tests crash: a name the rest of its patch uses is gone) is judged with its patch's code hunks reversed
-together. One line per hunk; exit 0 when every code hunk was caught, 1 otherwise, 2 on bad input.
+Run when a patch changes (`nox -s hunk_proof`), with optax R installed. A patch is judged on its
+stage (the release with the series up to it): intact, its detectors and the test modules it adds
+must be green (lbfgs_gate/verdict.py, on its defect alone); each hunk of its library code reversed
+alone (`git apply -R`) is caught when the verdict reads the defect present, or for an option (0007)
+when one of its PASS_TO_PASS tests fails. A hunk with the same AST (docstrings aside) is docs only;
+one that alone only breaks the code is judged with its patch's code hunks reversed together.
 """
 
 from __future__ import annotations
