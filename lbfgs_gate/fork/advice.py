@@ -105,12 +105,28 @@ def find_defects(
     """The patchable defects the verdict found present, each with the patch and command that fix
     it, the detectors that reproduced it and the shortest report among theirs (the smallest problem)."""
     by_patch = {s.patch: s for s in statuses}
+    # The defects whose patch the tested tree lacks: a detector marked with several defects
+    # (a float32 Hessian through an unroll needs 0002, 0003 and 0005) reproduces while any is.
+    lacking = {
+        d.name
+        for d in defects.DEFECTS.values()
+        if d.patch and getattr(by_patch.get(d.patch), "state", "") in ("applies", "conflicts")
+    }
     findings = []
     for name, row in judged.defects.items():
         defect = defects.DEFECTS[name]
         if defect.patch is None or not (row.reproduced or row.optax_reproduced):
             continue  # limits are expected everywhere; absent defects need no advice
         status = by_patch.get(defect.patch)
+        reproduced = [
+            test
+            for record in records.values()
+            for test in record.tests.values()
+            if name in test.defects and test.outcome == Outcome.REPRODUCED
+        ]
+        explained = all(set(test.defects) & (lacking - {name}) for test in reproduced)
+        if status is not None and status.state == "applied" and not row.optax_reproduced and explained:
+            continue  # its patch is applied; each detector also detects a defect whose patch is not
         finding = DefectFinding(
             name,
             defect.summary,
@@ -118,12 +134,6 @@ def find_defects(
             status.state if status else "not in the series",
             *_advice(paths.get(defect.patch, PATCHES_DIR / defect.patch), status, checkout),
         )
-        reproduced = [
-            test
-            for record in records.values()
-            for test in record.tests.values()
-            if name in test.defects and test.outcome == Outcome.REPRODUCED
-        ]
         finding.tests = sorted(test.nodeid for test in reproduced)
         if reproduced:
             test = min(reproduced, key=lambda test: (len(test.report.splitlines()), len(test.report)))

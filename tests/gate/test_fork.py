@@ -477,3 +477,30 @@ def test_every_patch_of_the_series_fixes_one_registered_defect_or_adds_an_option
     assert not set(fixed) & set(defects.OPTIONS)
     for option in defects.OPTIONS.values():
         assert (PROJECT_ROOT / "lbfgs_gate" / "suite" / option.tests).is_file()
+
+
+SUITE_OF_A_PARTIAL_FORK = """
+import pytest
+from lbfgs_gate.defects import DefectObserved
+
+@pytest.mark.defect("reverse-nan")
+@pytest.mark.defect("weight-underflow")
+def test_needs_0002_and_0005():
+    raise DefectObserved("reverse-mode gradient is inf")
+
+@pytest.mark.defect("memory-leak")
+def test_memory_alone():
+    raise DefectObserved("memory tangent is NaN")
+"""
+
+
+def test_a_detector_of_several_defects_is_not_charged_to_the_one_whose_patch_is_applied(simulated, tmp_path):
+    # 0.2.4 with 0001 to 0004: a detector marked reverse-nan and weight-underflow reproduces
+    # because 0005 is missing, not 0002; memory-leak's own detector still names it (0003 applied, and broken).
+    patches = [p for p in series.read_series() if p.name not in (P0005, P0006, P0007)]
+    fork = forks.clone(simulated["pristine"], tmp_path / "partial")
+    for patch in patches:
+        forks.git(fork, "am", "--quiet", str(patch))
+    judged, findings = _findings(tmp_path, fork, SUITE_OF_A_PARTIAL_FORK)
+    assert judged.verdict == "red"
+    assert {(f.name, f.patch_state) for f in findings} == {("weight-underflow", "applies"), ("memory-leak", "applied")}
