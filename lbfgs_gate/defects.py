@@ -125,6 +125,19 @@ OPTIONS = {
 }
 
 
+def absent_option_tests(optax_package) -> tuple[str, ...]:
+    """The suite modules of the options the optax package at `optax_package` does not take.
+
+    Their PASS_TO_PASS tests hold the option itself, so a tree without it (a release as
+    published, a fork without 0007) runs them not at all: the gate leaves them out of the run
+    and out of the inventory it expects, as it does the primal test where nothing is applied.
+    """
+    from pathlib import Path
+
+    source = (Path(optax_package) / "_src" / "transform.py").read_text()
+    return tuple(f"lbfgs_gate/suite/{o.tests}" for o in OPTIONS.values() if o.argument not in source)
+
+
 def parse_names(text: str) -> list[str]:
     """Splits a comma-separated list of defect names, rejecting unknown ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]

@@ -56,11 +56,12 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
         )
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
+    left_out = (PRIMAL_TEST, *defects.absent_option_tests(build.pristine / "optax"))
     plan = skeleton.Plan(
         session="unpatched",
         optax=build.label,
-        expectation=verdict.Expectation(present=expected, inventory=inventory.expected((PRIMAL_TEST,))),
-        suite=[runner.SUITE, f"--ignore={PRIMAL_TEST}"],
+        expectation=verdict.Expectation(present=expected, inventory=inventory.expected(left_out)),
+        suite=[runner.SUITE, *(f"--ignore={module}" for module in left_out)],
         known_defects=expected,
         optax_tests=tuple(modules),
         tree=build.patched_tree,
@@ -78,11 +79,12 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
     modules = pipeline.series_test_modules(build, series_file)
     with phases("record"):
         reference = pipeline.primal_reference(build.pristine)
+    left_out = defects.absent_option_tests(build.patched_tree / "optax")
     plan = skeleton.Plan(
         session=session,
         optax=build.label,
-        expectation=verdict.Expectation(inventory=inventory.expected()),
-        suite=[runner.SUITE],
+        expectation=verdict.Expectation(inventory=inventory.expected(left_out)),
+        suite=[runner.SUITE, *(f"--ignore={module}" for module in left_out)],
         optax_tests=(*modules, *pipeline.option_test_modules(build, series_file), *UPSTREAM_TESTS),
         tree=build.patched_tree,
         defect_modules={Path(m).name: d for m, d in modules.items()},
