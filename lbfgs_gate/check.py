@@ -49,9 +49,9 @@ OLDEST_JAX = "0.4.30"
 # the memory's first derivative (past convergence) and its second (a custom_jvp that only makes
 # the first tangent finite); the stepsize's NaN past convergence and its finite, wrong tangent
 # in a converged solve (a custom_jvp that makes it finite passes the first). The stalled memory's
-# divergence is a tangent rule, the same in both modes: its forward detector alone (the reverse one,
-# 2.5 s more, runs in --thorough and the sessions; a fix by custom_vjp cannot be differentiated
-# forward, and the forward detector then crashes, which is red).
+# divergence is a tangent rule, the same in both modes, so the quick set runs its forward detector
+# alone (the reverse one, 2.5 s more, runs in --thorough and the sessions): a fix by custom_vjp
+# cannot be differentiated forward, and the forward detector then crashes, which is red.
 QUICK = {
     "seed-leak": (
         "lbfgs_gate/suite/test_seed_leak.py::"

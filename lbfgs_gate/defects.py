@@ -5,6 +5,7 @@ session's advice all take their names from here.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,6 @@ def absent_option_tests(optax_package) -> tuple[str, ...]:
     published, a fork without 0007) runs them not at all: the gate leaves them out of the run
     and out of the inventory it expects, as it does the primal test where nothing is applied.
     """
-    from pathlib import Path
-
     source = (Path(optax_package) / "_src" / "transform.py").read_text()
     return tuple(f"lbfgs_gate/suite/{o.tests}" for o in OPTIONS.values() if o.argument not in source)
 
