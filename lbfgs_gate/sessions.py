@@ -20,7 +20,6 @@ from lbfgs_gate import GateError, defects, inventory, pipeline, runner, skeleton
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
-PRIMAL_TEST = "lbfgs_gate/suite/test_primal_identity.py"
 
 
 def reports_dir(session: str) -> Path:
@@ -56,7 +55,7 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
         )
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
-    left_out = (PRIMAL_TEST, *defects.absent_option_tests(build.pristine / "optax"))
+    left_out = (runner.PRIMAL_TEST, *defects.absent_option_tests(build.pristine / "optax"))
     plan = skeleton.Plan(
         session="unpatched",
         optax=build.label,

@@ -48,8 +48,6 @@ from lbfgs_gate.fork.environment import build_environment, environment_dir, find
 from lbfgs_gate.fork.report import Report, print_verdict, remove_reports, write_reports
 from lbfgs_gate.fork.source import _git, check_local_source, checkout, is_url, optax_version
 
-PRIMAL_TEST = "lbfgs_gate/suite/test_primal_identity.py"
-
 
 def parse_accepted(entries: list[str]) -> dict[str, str]:
     """--accept DEFECT=REASON, repeatable: a defect the fork ships knowingly, and why."""
@@ -140,26 +138,25 @@ def run(
         pins = fork_constraints(constraints, scratch / "constraints.txt")
         uv_binary = find_uv() if uv is None else uv
         python = build_environment(environment_dir(pins, uv_binary), fork.tree, pins, uv_binary)
-        targets, env_extra = [runner.SUITE], {}
+        env_extra = {}
+        left_out = defects.absent_option_tests(fork.tree / "optax")
         if applied_any:
             # The fork with the patches against the same fork without them, in this environment.
             reference = pipeline.primal_reference(scratch / "as-is", python=python)
             env_extra["LBFGS_GATE_PRIMAL_REFERENCE"] = str(reference)
             report.primal = "compared with the fork as it is (without the patches applied here), bit for bit"
         else:
-            targets.append(f"--ignore={PRIMAL_TEST}")
+            left_out = (runner.PRIMAL_TEST, *left_out)
             report.primal = "nothing applied, nothing to compare (test_primal_identity.py not run)"
-        left_out = defects.absent_option_tests(fork.tree / "optax")
-        targets += [f"--ignore={module}" for module in left_out]
         print(f"primal identity: {report.primal}", flush=True)
         plan = skeleton.Plan(
             session="fork",
             optax=patch_state,
             expectation=verdicts.Expectation(
                 accepted=accept or {},
-                inventory=inventory.expected((*(() if applied_any else (PRIMAL_TEST,)), *left_out)),
+                inventory=inventory.expected(left_out),
             ),
-            suite=targets,
+            suite=[runner.SUITE, *(f"--ignore={module}" for module in left_out)],
             python=python,
             env_extra=env_extra,
             amend=lambda judged: _unseen_defects(judged, statuses),
