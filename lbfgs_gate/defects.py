@@ -15,6 +15,9 @@ class Defect:
     # The patch of the series that fixes it. None marks a limit that no patch fixes:
     # its tests are strict expected failures in every session.
     patch: str | None
+    # Its detectors compare the optax under test with the same tree without the series
+    # (test_never_worse.py): only the sessions that apply the series run them.
+    compares_with_release: bool = False
 
 
 DEFECTS = {
@@ -96,8 +99,24 @@ DEFECTS = {
             "y^T s, as optimistix does and upstream PR #1749 proposes)",
             None,
         ),
+        # A limit of the series itself, found by the corpus of users' loops (lbfgs_gate/suite/corpus.py).
+        Defect(
+            "derivative-short-of-release",
+            "the series' default derivative (the L-BFGS memory and the linesearch's stepsize held "
+            "constant) is worse than the release's where the release is right: Hessians with repeated "
+            "eigenvalues (multi-output least squares, pytrees, more features than samples, complex "
+            "parameters) and short unrolls, where the solve stops before the tangent has converged; "
+            "exact_unroll_derivatives=True gives the release's derivative there",
+            None,
+            compares_with_release=True,
+        ),
     )
 }
+
+
+def release_comparisons() -> frozenset[str]:
+    """The limits judged only where the series is applied and compared with the release."""
+    return frozenset(name for name, defect in DEFECTS.items() if defect.compares_with_release)
 
 
 @dataclass(frozen=True)

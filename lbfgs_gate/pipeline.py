@@ -117,10 +117,24 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
     Recorded once per (tree, recorder, environment, processor) into build/primal/ and
     reused: when nothing changed, recording again would write the same bits.
     """
+    return _record(source_tree, python, "primal", "lbfgs_gate.suite.primal", ("primal.py", "solvers.py"))
+
+
+def release_derivatives(source_tree: Path, python: Path | str = sys.executable) -> Path:
+    """The errors of the derivatives the optax in `source_tree` (the tree without the series)
+    gives on the corpus of users' loops (lbfgs_gate/suite/corpus.py), for test_never_worse.py.
+    Recorded and reused as the primal reference is, into build/derivatives/."""
+    recorders = ("corpus.py", "user_loops.py", "solvers.py", "claims.py")
+    return _record(source_tree, python, "derivatives", "lbfgs_gate.suite.corpus", recorders)
+
+
+def _record(source_tree: Path, python, kind: str, module: str, recorders: tuple[str, ...]) -> Path:
+    """Run `python -m module --output F --expect-optax-in DIR` with only the tree's optax on the
+    path; F is keyed by the tree's optax, the recorder's files, the environment and the processor."""
     key = hashlib.sha256()
     for path in sorted((Path(source_tree) / "optax").rglob("*.py")):
         key.update(str(path.relative_to(source_tree)).encode() + path.read_bytes())
-    for recorder in ("primal.py", "solvers.py"):
+    for recorder in recorders:
         key.update((SUITE_DIR / recorder).read_bytes())
     versions = subprocess.run(
         [
@@ -134,28 +148,20 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
         check=False,
     ).stdout
     key.update(versions.encode() + _processor().encode())
-    output = work_dir() / "primal" / f"primal-{key.hexdigest()[:16]}.json"
+    output = work_dir() / kind / f"{kind}-{key.hexdigest()[:16]}.json"
     if output.is_file():
-        print(f"primal record of {source_tree.name} as it is (without the series): reused {output.name}", flush=True)
+        print(f"{kind} record of {source_tree.name} as it is (without the series): reused {output.name}", flush=True)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_suffix(".partial")
     # Only the tree's optax package goes on the path, copied out: nothing else at the tree's
     # root (a fork's sitecustomize.py, say) is importable while the reference is recorded.
-    package_root = Path(tempfile.mkdtemp(prefix="primal-optax-"))
+    package_root = Path(tempfile.mkdtemp(prefix=f"{kind}-optax-"))
     shutil.copytree(Path(source_tree) / "optax", package_root / "optax")
-    command = [
-        str(python),
-        "-m",
-        "lbfgs_gate.suite.primal",
-        "--output",
-        str(partial),
-        "--expect-optax-in",
-        str(package_root),
-    ]
-    print(f"+ python -m lbfgs_gate.suite.primal  (records {source_tree.name} as it is, without the series)", flush=True)
+    command = [str(python), "-m", module, "--output", str(partial), "--expect-optax-in", str(package_root)]
+    print(f"+ python -m {module}  (records {source_tree.name} as it is, without the series)", flush=True)
     env = runner.environment(
-        "recording the primal reference", python, {"PYTHONPATH": f"{package_root}{os.pathsep}{PROJECT_ROOT}"}
+        f"recording the {kind} reference", python, {"PYTHONPATH": f"{package_root}{os.pathsep}{PROJECT_ROOT}"}
     )
     try:
         result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
@@ -164,7 +170,7 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         last = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()][-1:] or ["no message"]
-        raise GateError(f"could not record the primal results of {source_tree.name} ({last[0]}): see the command above")
+        raise GateError(f"could not record the {kind} of {source_tree.name} ({last[0]}): see the command above")
     os.replace(partial, output)
     return output
 

@@ -28,6 +28,7 @@ from lbfgs_gate.verdict import PROFILE, load_record
 SUITE = "lbfgs_gate/suite"
 # The primal identity module: run only where a patch was applied to compare against the tree without it.
 PRIMAL_TEST = "lbfgs_gate/suite/test_primal_identity.py"
+NEVER_WORSE_TEST = "lbfgs_gate/suite/test_never_worse.py"
 # Per test (setup, call and teardown each): the slowest test measured 24 s cold on a
 # loaded 2-core machine; 12 times that. pytest-timeout's thread method ends the process
 # even inside native code (an XLA compile): the test is a crash, named in the record.

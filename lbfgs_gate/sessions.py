@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lbfgs_gate import GateError, defects, inventory, pipeline, runner, skeleton, verdict, work_dir
+from lbfgs_gate.suite.corpus import VARIABLE as RELEASE_DERIVATIVES
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
@@ -55,17 +56,25 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
         )
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
-    left_out = (runner.PRIMAL_TEST, *defects.absent_option_tests(build.pristine / "optax"))
+    # Nothing applied, nothing to compare: the primal identity and the corpus against the release.
+    left_out = (runner.PRIMAL_TEST, runner.NEVER_WORSE_TEST, *defects.absent_option_tests(build.pristine / "optax"))
     plan = skeleton.Plan(
         session="unpatched",
         optax=build.label,
-        expectation=verdict.Expectation(present=expected, inventory=inventory.expected(left_out)),
+        expectation=verdict.Expectation(
+            present=expected,
+            inventory=inventory.expected(left_out),
+            only=frozenset(defects.DEFECTS) - defects.release_comparisons(),
+        ),
         suite=[runner.SUITE, *(f"--ignore={module}" for module in left_out)],
         known_defects=expected,
         optax_tests=tuple(modules),
         tree=build.patched_tree,
         defect_modules={Path(m).name: d for m, d in modules.items()},
-        context=("primal identity: nothing applied, nothing to compare (test_primal_identity.py not run)",),
+        context=(
+            "primal identity and derivatives against the release: nothing applied, nothing to compare "
+            "(test_primal_identity.py and test_never_worse.py not run)",
+        ),
     )
     return _result(skeleton.run_session(plan, reports, pytest_args, phases)[0])
 
@@ -78,6 +87,7 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
     modules = pipeline.series_test_modules(build, series_file)
     with phases("record"):
         reference = pipeline.primal_reference(build.pristine)
+        derivatives = pipeline.release_derivatives(build.pristine)
     left_out = defects.absent_option_tests(build.patched_tree / "optax")
     plan = skeleton.Plan(
         session=session,
@@ -87,7 +97,7 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
         optax_tests=(*modules, *pipeline.option_test_modules(build, series_file), *UPSTREAM_TESTS),
         tree=build.patched_tree,
         defect_modules={Path(m).name: d for m, d in modules.items()},
-        env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference)},
+        env_extra={"LBFGS_GATE_PRIMAL_REFERENCE": str(reference), RELEASE_DERIVATIVES: str(derivatives)},
     )
     return _result(skeleton.run_session(plan, reports, pytest_args, phases)[0])
 

@@ -47,6 +47,7 @@ from lbfgs_gate.fork.base import base_release
 from lbfgs_gate.fork.environment import build_environment, environment_dir, find_uv, fork_constraints
 from lbfgs_gate.fork.report import Report, print_verdict, remove_reports, write_reports
 from lbfgs_gate.fork.source import _git, check_local_source, checkout, is_url, optax_version
+from lbfgs_gate.suite.corpus import VARIABLE as RELEASE_DERIVATIVES
 
 
 def parse_accepted(entries: list[str]) -> dict[str, str]:
@@ -140,14 +141,20 @@ def run(
         python = build_environment(environment_dir(pins, uv_binary), fork.tree, pins, uv_binary)
         env_extra = {}
         left_out = defects.absent_option_tests(fork.tree / "optax")
+        judged = None
         if applied_any:
-            # The fork with the patches against the same fork without them, in this environment.
+            # The fork with the patches against the same fork without them, in this environment:
+            # its primal results bit for bit, its derivatives on the corpus of users' loops.
             reference = pipeline.primal_reference(scratch / "as-is", python=python)
             env_extra["LBFGS_GATE_PRIMAL_REFERENCE"] = str(reference)
+            env_extra[RELEASE_DERIVATIVES] = str(pipeline.release_derivatives(scratch / "as-is", python=python))
             report.primal = "compared with the fork as it is (without the patches applied here), bit for bit"
         else:
-            left_out = (runner.PRIMAL_TEST, *left_out)
-            report.primal = "nothing applied, nothing to compare (test_primal_identity.py not run)"
+            left_out = (runner.PRIMAL_TEST, runner.NEVER_WORSE_TEST, *left_out)
+            judged = frozenset(defects.DEFECTS) - defects.release_comparisons()
+            report.primal = (
+                "nothing applied, nothing to compare (test_primal_identity.py and test_never_worse.py not run)"
+            )
         print(f"primal identity: {report.primal}", flush=True)
         plan = skeleton.Plan(
             session="fork",
@@ -155,6 +162,7 @@ def run(
             expectation=verdicts.Expectation(
                 accepted=accept or {},
                 inventory=inventory.expected(left_out),
+                only=judged,
             ),
             suite=[runner.SUITE, *(f"--ignore={module}" for module in left_out)],
             python=python,

@@ -245,3 +245,51 @@ def test_optax_suite_is_red_on_any_outcome_the_series_changes_and_green_on_its_o
     lost = {"_src.lbfgs_new_test.T.test_z": "failed"}
     differences = verdict.optax_suite_differences(published, lost, ["_src.lbfgs_new_test"])
     assert len(differences) == 3 and verdict.optax_suite_verdict(differences) == "red"
+
+
+# --- the limit judged only where the series is compared with the release ---------------------------
+
+COMPARED = sorted(defects.release_comparisons())
+
+
+def test_a_comparison_with_the_release_is_judged_where_the_series_is_applied(judge):
+    """patched, upstream, a fork gated with patches applied: its detectors must reproduce, as a limit's."""
+    name = COMPARED[0]
+    tests = f"@pytest.mark.defect({name!r})\ndef test_never_worse():\n    pass\n"
+    result = judge(tests, PATCHED, session="patched", symptoms=False)
+    assert result.verdict == "red"
+    assert any(f"{name}: " in r and "no longer detects" in r for r in result.reasons)
+
+
+def test_a_session_that_applies_nothing_leaves_the_comparison_out_and_judges_everything_else(judge, pytester):
+    """unpatched (and a fork gated as it is) run without test_never_worse.py: the limit is not judged,
+    and leaving it out silences nothing else (a detector of another defect that passes is red)."""
+    only = frozenset(defects.DEFECTS) - defects.release_comparisons()
+    unpatched = verdict.Expectation(present=frozenset(PATCHABLE), only=only)
+    tests = "".join(
+        f"@pytest.mark.defect({name!r})\ndef test_compared_{i}():\n    raise AssertionError('never run')\n"
+        for i, name in enumerate(COMPARED)
+    )
+    pytester.makepyfile(test_never_worse=HEADER + tests)  # the module, left out by name
+    green = judge("", unpatched, "--ignore=test_never_worse.py")
+    assert green.verdict == "green", green.reasons
+    assert all(green.defects[name].expected == "not judged" for name in COMPARED)
+    assert "not judged" not in {green.defects[name].expected for name in only}
+    red = judge("", unpatched, "--ignore=test_never_worse.py", symptoms=False)
+    assert red.verdict == "red" and any("no longer detects" in r for r in red.reasons)
+
+
+def test_the_comparisons_detectors_live_in_the_module_sessions_leave_out_and_nothing_else_does():
+    """What unpatched leaves out by name (runner.NEVER_WORSE_TEST) holds no detector of a defect the
+    series fixes, and every detector of a comparison with the release is there: so leaving the
+    module out never hides a defect, and not judging the limit never skips a detector that ran."""
+    from lbfgs_gate import inventory, runner
+
+    tests = inventory.expected()
+    module = {k: v for k, v in tests.items() if k.startswith(f"{runner.NEVER_WORSE_TEST}::")}
+    assert module, f"{runner.NEVER_WORSE_TEST} is not in the inventory"
+    for nodeid, names in module.items():
+        assert all(defects.DEFECTS[name].patch is None for name in names), f"{nodeid}: {names}"
+    for nodeid, names in tests.items():
+        if set(names) & set(COMPARED):
+            assert nodeid in module, f"{nodeid} detects {names} outside {runner.NEVER_WORSE_TEST}"
