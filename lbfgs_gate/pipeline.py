@@ -120,15 +120,24 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
     return _record(source_tree, python, "primal", "lbfgs_gate.suite.primal", ("primal.py", "solvers.py"))
 
 
-def release_derivatives(source_tree: Path, python: Path | str = sys.executable) -> Path:
+def release_derivatives(
+    source_tree: Path, python: Path | str = sys.executable, state: str = "as it is, without the series"
+) -> Path:
     """The errors of the derivatives the optax in `source_tree` (the tree without the series)
     gives on the corpus of users' loops (lbfgs_gate/suite/corpus.py), for test_never_worse.py.
     Recorded and reused as the primal reference is, into build/derivatives/."""
     recorders = ("corpus.py", "user_loops.py", "solvers.py", "claims.py")
-    return _record(source_tree, python, "derivatives", "lbfgs_gate.suite.corpus", recorders)
+    return _record(source_tree, python, "derivatives", "lbfgs_gate.suite.corpus", recorders, state)
 
 
-def _record(source_tree: Path, python, kind: str, module: str, recorders: tuple[str, ...]) -> Path:
+def _record(
+    source_tree: Path,
+    python,
+    kind: str,
+    module: str,
+    recorders: tuple[str, ...],
+    state: str = "as it is, without the series",
+) -> Path:
     """Run `python -m module --output F --expect-optax-in DIR` with only the tree's optax on the
     path; F is keyed by the tree's optax, the recorder's files, the environment and the processor."""
     key = hashlib.sha256()
@@ -150,7 +159,7 @@ def _record(source_tree: Path, python, kind: str, module: str, recorders: tuple[
     key.update(versions.encode() + _processor().encode())
     output = work_dir() / kind / f"{kind}-{key.hexdigest()[:16]}.json"
     if output.is_file():
-        print(f"{kind} record of {source_tree.name} as it is (without the series): reused {output.name}", flush=True)
+        print(f"{kind} record of {source_tree.name} ({state}): reused {output.name}", flush=True)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_suffix(".partial")
@@ -159,7 +168,7 @@ def _record(source_tree: Path, python, kind: str, module: str, recorders: tuple[
     package_root = Path(tempfile.mkdtemp(prefix=f"{kind}-optax-"))
     shutil.copytree(Path(source_tree) / "optax", package_root / "optax")
     command = [str(python), "-m", module, "--output", str(partial), "--expect-optax-in", str(package_root)]
-    print(f"+ python -m {module}  (records {source_tree.name} as it is, without the series)", flush=True)
+    print(f"+ python -m {module}  (records {source_tree.name} {state})", flush=True)
     env = runner.environment(
         f"recording the {kind} reference", python, {"PYTHONPATH": f"{package_root}{os.pathsep}{PROJECT_ROOT}"}
     )

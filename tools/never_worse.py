@@ -30,7 +30,8 @@ def main() -> int:
     release = arguments.release or version("optax")
     start = time.monotonic()
     published = corpus.load(pipeline.release_derivatives(pipeline.pristine_tree(release)))
-    series = corpus.load(pipeline.release_derivatives(tree.prepare(release, arguments.series, report=lambda _: None)))
+    patched = tree.prepare(release, arguments.series, report=lambda _: None)
+    series = corpus.load(pipeline.release_derivatives(patched, state="with the series"))
     print(f"\noptax {release}\n{'workload':44s} {'dtype':8s} {'published':>10s} {'series':>10s} {'bound':>8s}  verdict")
     short = []
     for (name, dtype), error in published.items():
