@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,55 @@ def release_derivatives(
     Recorded and reused as the primal reference is, into build/derivatives/."""
     recorders = ("corpus.py", "user_loops.py", "solvers.py", "claims.py")
     return _record(source_tree, python, "derivatives", "lbfgs_gate.suite.corpus", recorders, state)
+
+
+# Import statements of optax's own modules, rewritten so that the release's package imports as
+# `optax_release` beside the optax under test (test_never_worse.py's property compares the two
+# in one process). Anything else naming the package at the start of a line is refused.
+_IMPORTS = (
+    (re.compile(r"^(\s*)from optax([.\s])", re.M), r"\1from optax_release\2"),
+    (re.compile(r"^(\s*)import optax(\.[\w.]+) as ", re.M), r"\1import optax_release\2 as "),
+    (re.compile(r"^(\s*)import optax(\.[\w.]+)\s*$", re.M), r"\1import optax_release\2; optax = optax_release"),
+    (re.compile(r"^(\s*)import optax\s*$", re.M), r"\1import optax_release as optax"),
+)
+_LEFT = re.compile(r"^\s*(?:from|import) optax\b.*$", re.M)
+
+
+def release_package(source_tree: Path) -> Path:
+    """The optax package of `source_tree` (the tree without the series) as `optax_release`, in a
+    folder of its own under build/release-package/ (keyed by the tree's files): put the folder on
+    sys.path and `import optax_release`. Its tests are left out; its imports of itself rewritten."""
+    files = sorted(p for p in (Path(source_tree) / "optax").rglob("*.py") if not p.name.endswith("_test.py"))
+    key = hashlib.sha256()
+    for path in files:
+        key.update(str(path.relative_to(source_tree)).encode() + path.read_bytes())
+    folder = work_dir() / "release-package" / key.hexdigest()[:16]
+    if (folder / "optax_release" / "__init__.py").is_file():
+        return folder
+    work_dir().mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix="release-package-", dir=work_dir()))
+    try:
+        for path in files:
+            text = path.read_text()
+            for pattern, replacement in _IMPORTS:
+                text = pattern.sub(replacement, text)
+            left = _LEFT.search(text)
+            if left:
+                line = left.group(0).strip()
+                raise GateError(
+                    f"{path.relative_to(source_tree)} imports optax in a form not rewritten: {line} "
+                    "(the gate imports the tree without the series as optax_release: write it "
+                    "`from optax... import X`, `import optax.X as Y` or `import optax` on a line of its own)"
+                )
+            target = partial / "optax_release" / path.relative_to(Path(source_tree) / "optax")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def _record(

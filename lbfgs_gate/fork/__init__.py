@@ -47,6 +47,7 @@ from lbfgs_gate.fork.base import base_release
 from lbfgs_gate.fork.environment import build_environment, environment_dir, find_uv, fork_constraints
 from lbfgs_gate.fork.report import Report, print_verdict, remove_reports, write_reports
 from lbfgs_gate.fork.source import _git, check_local_source, checkout, is_url, optax_version
+from lbfgs_gate.suite.corpus import PACKAGE_VARIABLE as RELEASE_PACKAGE
 from lbfgs_gate.suite.corpus import VARIABLE as RELEASE_DERIVATIVES
 
 
@@ -148,6 +149,7 @@ def run(
             reference = pipeline.primal_reference(scratch / "as-is", python=python)
             env_extra["LBFGS_GATE_PRIMAL_REFERENCE"] = str(reference)
             env_extra[RELEASE_DERIVATIVES] = str(pipeline.release_derivatives(scratch / "as-is", python=python))
+            env_extra[RELEASE_PACKAGE] = str(pipeline.release_package(scratch / "as-is"))
             report.primal = "compared with the fork as it is (without the patches applied here), bit for bit"
         else:
             left_out = (runner.PRIMAL_TEST, runner.NEVER_WORSE_TEST, *left_out)

@@ -43,6 +43,9 @@ from pathlib import Path
 FLOOR = {"float64": 1e-6, "float32": 1e-3}
 CAP = {"float64": 1e-3, "float32": 2e-2}
 VARIABLE = "LBFGS_GATE_RELEASE_DERIVATIVES"
+# The folder holding the tree without the series as the package optax_release (test_never_worse.py's
+# property runs it beside the optax under test): lbfgs_gate.pipeline.release_package.
+PACKAGE_VARIABLE = "LBFGS_GATE_RELEASE_PACKAGE"
 
 
 @dataclass(frozen=True)

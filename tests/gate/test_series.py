@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from lbfgs_gate import PATCHES_DIR, series, tree
+from lbfgs_gate import PATCHES_DIR, GateError, pipeline, series, tree
 from tests.gate.conftest import git, make_repository
 
 PATCHES = series.read_series()
@@ -98,3 +98,28 @@ def test_a_patch_that_does_not_apply_names_file_and_hunk(pristine_tree):
     status = series.patch_status(pristine_tree, PATCHES[0], "0.2.4")
     assert status.state == "conflicts"
     assert status.detail.startswith("optax/_src/transform.py, hunk at line ")
+
+
+def test_the_release_package_imports_itself_as_optax_release_and_leaves_its_tests_out(pristine_tree):
+    """test_never_worse.py's property runs the tree without the series beside the optax under test."""
+    folder = pipeline.release_package(pristine_tree)
+    package = folder / "optax_release"
+    sources = sorted(p.relative_to(pristine_tree / "optax") for p in (pristine_tree / "optax").rglob("*.py"))
+    copied = sorted(p.relative_to(package) for p in package.rglob("*.py"))
+    assert copied == [p for p in sources if not p.name.endswith("_test.py")]
+    for path in package.rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("import optax", "from optax")):
+                assert stripped.startswith(("import optax_release", "from optax_release")), f"{path}: {line}"
+    assert pipeline.release_package(pristine_tree) == folder  # reused while the tree is the same
+
+
+def test_an_import_of_optax_the_rewrite_does_not_know_is_refused(tmp_path):
+    tree = tmp_path / "optax-fork"
+    (tree / "optax").mkdir(parents=True)
+    (tree / "optax" / "__init__.py").write_text("from optax import _src\nimport optax.tree\n")
+    (tree / "optax" / "odd.py").write_text("import optax, jax\n")
+    with pytest.raises(GateError, match=r"optax/odd.py imports optax in a form not rewritten: import optax, jax"):
+        pipeline.release_package(tree)
+    assert not list((tmp_path / "work").rglob("optax_release"))  # nothing half-done left
