@@ -363,16 +363,11 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
         mat, w_opt, w0 = user_loops.notebook_problem(dtype)
         return notebook_jacobian(w_opt, mat, w0, 1000, "notebook", "reverse"), np.eye(8)
 
-    # --- the suite's loops (lbfgs_gate/suite/user_loops.py, claims.py) --------------------------
-
-    for name, function, dtypes in (
-        ("run_opt_rosenbrock_8d_jvp", user_loops.run_opt_rosenbrock, ("float64", "float32")),
-        ("run_opt_beale_jvp", user_loops.run_opt_beale, ("float64",)),
-        ("run_opt_backtracking_quadratic_jvp", user_loops.run_opt_backtracking_quadratic, ("float64",)),
-        ("hessian_through_an_unroll", user_loops.hessian_through_unroll, ("float64", "float32")),
-        ("jacfwd_jacfwd_through_a_solve", user_loops.hessian_through_solve, ("float64",)),
-    ):
-        corpus[name] = Workload(name, function, dtypes)
+    # --- the suite's loops ------------------------------------------------------------------------
+    # Those of user_loops.py (run_opt on Rosenbrock, Himmelblau, Beale, the backtracking linesearch,
+    # vmap, second derivatives) are held by test_user_loops.py to tolerances at or below the rule's
+    # floor, which implies the rule whatever the release gives: not measured twice. The suite's
+    # solve with its extra step is held to claims.IMPLICIT_TOLERANCE (1e-3), looser: measured here.
 
     @workload("float64")
     def converged_solve_with_an_extra_step_jacfwd(dtype):
