@@ -16,11 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 from lbfgs_gate import PROJECT_ROOT, SUITE_DIR, GateError, runner, sdist, series, tree, work_dir
+from lbfgs_gate.suite import corpus
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,18 @@ def _processor() -> str:
     except (OSError, StopIteration):
         flags = platform.processor()
     return f"{platform.machine()} {flags}"
+
+
+def release_records(source_tree: Path, python: Path | str = sys.executable) -> dict[str, str]:
+    """What the suite compares the optax under test with, made from `source_tree` (the same tree
+    without the series), as the variables that name each to the suite: the primal results and the
+    corpus's derivatives, recorded side by side (two subprocesses: the recording is compilation,
+    one core each), and the tree's package as optax_release."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        primal = pool.submit(primal_reference, source_tree, python)
+        derivatives = pool.submit(release_derivatives, source_tree, python)
+        records = {"LBFGS_GATE_PRIMAL_REFERENCE": str(primal.result()), corpus.VARIABLE: str(derivatives.result())}
+    return {**records, corpus.PACKAGE_VARIABLE: str(release_package(source_tree))}
 
 
 def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> Path:

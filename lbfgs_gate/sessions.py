@@ -17,8 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from lbfgs_gate import GateError, defects, inventory, pipeline, runner, skeleton, verdict, work_dir
-from lbfgs_gate.suite.corpus import PACKAGE_VARIABLE as RELEASE_PACKAGE
-from lbfgs_gate.suite.corpus import VARIABLE as RELEASE_DERIVATIVES
 
 # optax's own tests that exercise L-BFGS and the linesearches (pytest node ids).
 UPSTREAM_TESTS = ("optax/_src/alias_test.py::LBFGSTest", "optax/_src/linesearch_test.py")
@@ -87,9 +85,7 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
         build = pipeline.patched(release, series_file, sdist_dir)
     modules = pipeline.series_test_modules(build, series_file)
     with phases("record"):
-        reference = pipeline.primal_reference(build.pristine)
-        derivatives = pipeline.release_derivatives(build.pristine)
-        package = pipeline.release_package(build.pristine)
+        records = pipeline.release_records(build.pristine)
     left_out = defects.absent_option_tests(build.patched_tree / "optax")
     plan = skeleton.Plan(
         session=session,
@@ -99,11 +95,7 @@ def patched(release: str, series_file: Path, pytest_args: list[str], sdist_dir=N
         optax_tests=(*modules, *pipeline.option_test_modules(build, series_file), *UPSTREAM_TESTS),
         tree=build.patched_tree,
         defect_modules={Path(m).name: d for m, d in modules.items()},
-        env_extra={
-            "LBFGS_GATE_PRIMAL_REFERENCE": str(reference),
-            RELEASE_DERIVATIVES: str(derivatives),
-            RELEASE_PACKAGE: str(package),
-        },
+        env_extra=records,
     )
     return _result(skeleton.run_session(plan, reports, pytest_args, phases)[0])
 

@@ -47,8 +47,6 @@ from lbfgs_gate.fork.base import base_release
 from lbfgs_gate.fork.environment import build_environment, environment_dir, find_uv, fork_constraints
 from lbfgs_gate.fork.report import Report, print_verdict, remove_reports, write_reports
 from lbfgs_gate.fork.source import _git, check_local_source, checkout, is_url, optax_version
-from lbfgs_gate.suite.corpus import PACKAGE_VARIABLE as RELEASE_PACKAGE
-from lbfgs_gate.suite.corpus import VARIABLE as RELEASE_DERIVATIVES
 
 
 def parse_accepted(entries: list[str]) -> dict[str, str]:
@@ -146,10 +144,7 @@ def run(
         if applied_any:
             # The fork with the patches against the same fork without them, in this environment:
             # its primal results bit for bit, its derivatives on the corpus of users' loops.
-            reference = pipeline.primal_reference(scratch / "as-is", python=python)
-            env_extra["LBFGS_GATE_PRIMAL_REFERENCE"] = str(reference)
-            env_extra[RELEASE_DERIVATIVES] = str(pipeline.release_derivatives(scratch / "as-is", python=python))
-            env_extra[RELEASE_PACKAGE] = str(pipeline.release_package(scratch / "as-is"))
+            env_extra = pipeline.release_records(scratch / "as-is", python=python)
             report.primal = "compared with the fork as it is (without the patches applied here), bit for bit"
         else:
             left_out = (runner.PRIMAL_TEST, runner.NEVER_WORSE_TEST, *left_out)
