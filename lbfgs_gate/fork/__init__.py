@@ -140,7 +140,7 @@ def run(
         python = build_environment(environment_dir(pins, uv_binary), fork.tree, pins, uv_binary)
         env_extra = {}
         left_out = defects.absent_option_tests(fork.tree / "optax")
-        judged = None
+        only = None  # every defect judged
         if applied_any:
             # The fork with the patches against the same fork without them, in this environment:
             # its primal results bit for bit, its derivatives on the corpus of users' loops.
@@ -148,7 +148,7 @@ def run(
             report.primal = "compared with the fork as it is (without the patches applied here), bit for bit"
         else:
             left_out = (runner.PRIMAL_TEST, runner.NEVER_WORSE_TEST, *left_out)
-            judged = frozenset(defects.DEFECTS) - defects.release_comparisons()
+            only = frozenset(defects.DEFECTS) - defects.release_comparisons()
             report.primal = (
                 "nothing applied, nothing to compare (test_primal_identity.py and test_never_worse.py not run)"
             )
@@ -159,7 +159,7 @@ def run(
             expectation=verdicts.Expectation(
                 accepted=accept or {},
                 inventory=inventory.expected(left_out),
-                only=judged,
+                only=only,
             ),
             suite=[runner.SUITE, *(f"--ignore={module}" for module in left_out)],
             python=python,
