@@ -1,11 +1,12 @@
 """PASS_TO_PASS: derivatives through users' loops are never worse with the series than without it.
 
 Each workload of lbfgs_gate/suite/corpus.py (multi-output least squares, pytrees, d > n ridge and
-logistic regression, complex parameters, the notebook's loops short and long, run_opt on
-non-convex functions, second derivatives, fori_loop and scan unrolls) is measured on the optax
-under test and judged against the release's error on the same loop, recorded by the gate's
-patched sessions on the tree without the series (LBFGS_GATE_RELEASE_DERIVATIVES):
-the series' relative error must be finite and within min(max(10 x the release's, floor), cap).
+logistic regression, complex parameters, the notebook's loops short and long, fori_loop and scan
+unrolls, the suite's solve with its extra step) is measured on the optax under test and judged
+against the release's error on the same loop, recorded by the gate's patched sessions on the tree
+without the series (LBFGS_GATE_RELEASE_DERIVATIVES): the series' relative error must be finite and
+within min(max(10 x the release's, floor), cap). The property below searches the class of repeated
+and clustered eigenvalues with the release imported beside the series (LBFGS_GATE_RELEASE_PACKAGE).
 
 Where the series' default is known to fall short on every release the gate runs, the workload
 is a detector of the limit `derivative-short-of-release` (strict: it must still fall short);
