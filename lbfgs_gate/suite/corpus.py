@@ -109,14 +109,7 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
     def lbfgs_steps(init, fun, num_steps, loop="fori"):
         """num_steps of optax.lbfgs() with no stopping rule: a fori_loop, or a scan."""
         opt = optax.lbfgs()
-        value_and_grad_fun = optax.value_and_grad_from_state(fun)
-
-        def step(carry):
-            params, state = carry
-            value, grad = value_and_grad_fun(params, state=state)
-            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
-            return optax.apply_updates(params, updates), state
-
+        step = user_loops.lbfgs_step(fun, opt)
         carry = (init, opt.init(init))
         if loop == "scan":
             return jax.lax.scan(lambda c, _: (step(c), None), carry, length=num_steps)[0][0]
@@ -230,11 +223,11 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
         """ridge, d > n, equal penalties (eigenvalue repeated d - n times, split by the tangent): hypergradient"""
         return ridge(dtype, np.zeros(15))
 
-    # --- logistic regression, d > n, one L2 penalty: hypergradient ------------------------------
+    # --- logistic regression, d > n, L2 penalties (one, or one per feature): hypergradient ------
 
     def logistic_loss(w, eta, x, t):
         z = x @ w
-        return jnp.sum(jnp.logaddexp(0.0, z) - t * z) + 0.5 * jnp.exp(eta) * jnp.sum(w * w)
+        return jnp.sum(jnp.logaddexp(0.0, z) - t * z) + 0.5 * jnp.sum(jnp.exp(eta) * w * w)
 
     @jax.jit
     def logistic_hypergradient(eta, x, t, xv, tv, w0):
@@ -245,51 +238,29 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
 
         return jax.jacfwd(validation)(eta)
 
-    @workload("float64")
-    def logistic_d_gt_n_penalty(dtype):
-        """logistic regression, 20 features > 8 samples, L2 penalty: run_opt, hypergradient by jacfwd"""
-        rng = np.random.default_rng(2)
-        x, t = rng.normal(size=(8, 20)), (rng.normal(size=8) > 0).astype(float)
-        xv, tv = rng.normal(size=(10, 20)), (rng.normal(size=10) > 0).astype(float)
-        got = logistic_hypergradient(*(np.asarray(a, dtype) for a in (0.0, x, t, xv, tv)), np.zeros(20, dtype))
-        w = np.zeros(20)  # the reference: Newton in numpy float64, then the implicit function theorem
-        for _ in range(100):
-            p = 1 / (1 + np.exp(-x @ w))
-            hessian = x.T @ (x * (p * (1 - p))[:, None]) + np.eye(20)
-            w = w - np.linalg.solve(hessian, x.T @ (p - t) + w)
-        pv = 1 / (1 + np.exp(-xv @ w))
-        return got, (xv.T @ (pv - tv)) @ -np.linalg.solve(hessian, w)
-
-    def logistic_per_feature_loss(w, eta, x, t):
-        z = x @ w
-        return jnp.sum(jnp.logaddexp(0.0, z) - t * z) + 0.5 * jnp.sum(jnp.exp(eta) * w * w)
-
-    @jax.jit
-    def logistic_per_feature_hypergradient(eta, x, t, xv, tv, w0):
-        def validation(eta):
-            w = solve(w0, functools.partial(logistic_per_feature_loss, eta=eta, x=x, t=t), x.dtype)
-            z = xv @ w
-            return jnp.sum(jnp.logaddexp(0.0, z) - tv * z)
-
-        return jax.jacfwd(validation)(eta)
-
-    @workload("float64")
-    def logistic_d_gt_n_per_feature_penalties(dtype):
-        """logistic regression, 12 features > 6 samples, per-feature L2 penalties: run_opt, hypergradient"""
-        rng = np.random.default_rng(4)
-        x, t = rng.normal(size=(6, 12)), (rng.normal(size=6) > 0).astype(float)
-        xv, tv = rng.normal(size=(10, 12)), (rng.normal(size=10) > 0).astype(float)
-        eta = rng.normal(size=12) * 0.5
-        got = logistic_per_feature_hypergradient(
-            *(np.asarray(a, dtype) for a in (eta, x, t, xv, tv)), np.zeros(12, dtype)
-        )
-        lam, w = np.exp(eta), np.zeros(12)
-        for _ in range(100):  # Newton in numpy float64, then the implicit function theorem
+    def logistic(dtype, eta, seed, n, d):
+        rng = np.random.default_rng(seed)
+        x, t = rng.normal(size=(n, d)), (rng.normal(size=n) > 0).astype(float)
+        xv, tv = rng.normal(size=(10, d)), (rng.normal(size=10) > 0).astype(float)
+        got = logistic_hypergradient(*(np.asarray(a, dtype) for a in (eta, x, t, xv, tv)), np.zeros(d, dtype))
+        lam, w = np.exp(eta) * np.ones(d), np.zeros(d)
+        for _ in range(100):  # the reference: Newton in numpy float64, then the implicit function theorem
             p = 1 / (1 + np.exp(-x @ w))
             hessian = x.T @ (x * (p * (1 - p))[:, None]) + np.diag(lam)
             w = w - np.linalg.solve(hessian, x.T @ (p - t) + lam * w)
         pv = 1 / (1 + np.exp(-xv @ w))
-        return got, -np.linalg.solve(hessian, xv.T @ (pv - tv)) * lam * w
+        per_feature = -np.linalg.solve(hessian, xv.T @ (pv - tv)) * lam * w  # dw/deta_i = -H^-1 e_i lam_i w_i
+        return got, per_feature if np.ndim(eta) else per_feature.sum()
+
+    @workload("float64")
+    def logistic_d_gt_n_penalty(dtype):
+        """logistic regression, 20 features > 8 samples, L2 penalty: run_opt, hypergradient by jacfwd"""
+        return logistic(dtype, 0.0, seed=2, n=8, d=20)
+
+    @workload("float64")
+    def logistic_d_gt_n_per_feature_penalties(dtype):
+        """logistic regression, 12 features > 6 samples, per-feature L2 penalties: run_opt, hypergradient"""
+        return logistic(dtype, np.random.default_rng(40).normal(size=12) * 0.5, seed=4, n=6, d=12)
 
     # --- complex parameters: f(z) = 1/2 Re(z^H A z) - Re(b^H z) --------------------------------
 

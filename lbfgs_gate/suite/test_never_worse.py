@@ -91,23 +91,8 @@ def _solves():
     def jacobian(module):
         def solution(A, b):
             fun = lambda x: 0.5 * x @ A @ x - b @ x  # noqa: E731
-            opt, tol = module.lbfgs(), user_loops.TOLERANCE[np.dtype(np.float64)]
-            value_and_grad_fun = module.value_and_grad_from_state(fun)
-
-            def step(carry):
-                x, state = carry
-                value, grad = value_and_grad_fun(x, state=state)
-                updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
-                return module.apply_updates(x, updates), state
-
-            def continuing(carry):
-                _, state = carry
-                count = module.tree_utils.tree_get(state, "count")
-                grad_norm = module.tree_utils.tree_l2_norm(module.tree_utils.tree_get(state, "grad"))
-                return (count == 0) | ((count < user_loops.MAX_ITER) & (grad_norm >= tol))
-
-            x0 = jnp.zeros_like(b)
-            return jax.lax.while_loop(continuing, step, (x0, opt.init(x0)))[0]
+            tol = user_loops.TOLERANCE[np.dtype(np.float64)]
+            return user_loops.run_opt(jnp.zeros_like(b), fun, module.lbfgs(), user_loops.MAX_ITER, tol, module)[0]
 
         return jax.jit(jax.jacfwd(solution, argnums=1))
 

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import jax.random as jrd
 import numpy as np
 import optax
-import optax.tree_utils as otu
 
 from lbfgs_gate.suite import solvers
 
@@ -27,26 +26,33 @@ TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-11}
 MAX_ITER = 500
 
 
-def run_opt(init_params, fun, opt, max_iter, tol):
-    """The how-to's loop: L-BFGS steps while |g| >= tol (and at least one step)."""
-    value_and_grad_fun = optax.value_and_grad_from_state(fun)
+def lbfgs_step(fun, opt, module=optax):
+    """The how-to's step on (params, state): `opt.update` with the value and gradient the state
+    carries. `module` is the optax that runs it (test_never_worse.py passes the release's too)."""
+    value_and_grad_fun = module.value_and_grad_from_state(fun)
 
     def step(carry):
         params, state = carry
         value, grad = value_and_grad_fun(params, state=state)
         updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
-        params = optax.apply_updates(params, updates)
+        params = module.apply_updates(params, updates)
         return params, state
+
+    return step
+
+
+def run_opt(init_params, fun, opt, max_iter, tol, module=optax):
+    """The how-to's loop: L-BFGS steps while |g| >= tol (and at least one step)."""
 
     def continuing_criterion(carry):
         _, state = carry
-        iter_num = otu.tree_get(state, "count")
-        grad = otu.tree_get(state, "grad")
-        err = otu.tree_l2_norm(grad)
+        iter_num = module.tree_utils.tree_get(state, "count")
+        grad = module.tree_utils.tree_get(state, "grad")
+        err = module.tree_utils.tree_l2_norm(grad)
         return (iter_num == 0) | ((iter_num < max_iter) & (err >= tol))
 
     init_carry = (init_params, opt.init(init_params))
-    return jax.lax.while_loop(continuing_criterion, step, init_carry)
+    return jax.lax.while_loop(continuing_criterion, lbfgs_step(fun, opt, module), init_carry)
 
 
 # --- optax's non-convex test functions, each with a parameter that moves its minimiser -------
