@@ -119,6 +119,11 @@ def release_comparisons() -> frozenset[str]:
     return frozenset(name for name, defect in DEFECTS.items() if defect.compares_with_release)
 
 
+def judged_without_the_release() -> frozenset[str]:
+    """What a run that applies nothing judges (Expectation.only): every defect but those comparisons."""
+    return frozenset(DEFECTS) - release_comparisons()
+
+
 @dataclass(frozen=True)
 class Option:
     """A patch of the series that fixes no defect: it adds an argument to optax."""

@@ -118,7 +118,7 @@ def run(release: str, patched: bool, series_file: Path, pytest_args: list[str], 
             measure=not patched,
             detectors_only=True,
             inventory=inventory.expected((runner.NEVER_WORSE_TEST,)),
-            only=frozenset(defects.DEFECTS) - defects.release_comparisons(),
+            only=defects.judged_without_the_release(),
         ),
         suite=[runner.SUITE, "-m", "defect", f"--ignore={runner.NEVER_WORSE_TEST}"],
     )

@@ -29,6 +29,8 @@ SUITE = "lbfgs_gate/suite"
 # The primal identity module: run only where a patch was applied to compare against the tree without it.
 PRIMAL_TEST = "lbfgs_gate/suite/test_primal_identity.py"
 NEVER_WORSE_TEST = "lbfgs_gate/suite/test_never_worse.py"
+# What compares the optax under test with the tree without the series: left out where nothing is applied.
+COMPARISON_TESTS = (PRIMAL_TEST, NEVER_WORSE_TEST)
 # Per test (setup, call and teardown each): the slowest test measured 24 s cold on a
 # loaded 2-core machine; 12 times that. pytest-timeout's thread method ends the process
 # even inside native code (an XLA compile): the test is a crash, named in the record.

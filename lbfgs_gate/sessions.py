@@ -56,14 +56,14 @@ def unpatched(release: str, series_file: Path, pytest_args: list[str], sdist_dir
     expected = patchable_defects(build)
     modules = pipeline.series_test_modules(build, series_file)
     # Nothing applied, nothing to compare: the primal identity and the corpus against the release.
-    left_out = (runner.PRIMAL_TEST, runner.NEVER_WORSE_TEST, *defects.absent_option_tests(build.pristine / "optax"))
+    left_out = (*runner.COMPARISON_TESTS, *defects.absent_option_tests(build.pristine / "optax"))
     plan = skeleton.Plan(
         session="unpatched",
         optax=build.label,
         expectation=verdict.Expectation(
             present=expected,
             inventory=inventory.expected(left_out),
-            only=frozenset(defects.DEFECTS) - defects.release_comparisons(),
+            only=defects.judged_without_the_release(),
         ),
         suite=[runner.SUITE, *(f"--ignore={module}" for module in left_out)],
         known_defects=expected,

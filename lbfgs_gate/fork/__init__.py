@@ -147,8 +147,8 @@ def run(
             env_extra = pipeline.release_records(scratch / "as-is", python=python)
             report.primal = "compared with the fork as it is (without the patches applied here), bit for bit"
         else:
-            left_out = (runner.PRIMAL_TEST, runner.NEVER_WORSE_TEST, *left_out)
-            only = frozenset(defects.DEFECTS) - defects.release_comparisons()
+            left_out = (*runner.COMPARISON_TESTS, *left_out)
+            only = defects.judged_without_the_release()
             report.primal = (
                 "nothing applied, nothing to compare (test_primal_identity.py and test_never_worse.py not run)"
             )

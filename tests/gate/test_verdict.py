@@ -264,7 +264,7 @@ def test_a_comparison_with_the_release_is_judged_where_the_series_is_applied(jud
 def test_a_session_that_applies_nothing_leaves_the_comparison_out_and_judges_everything_else(judge, pytester):
     """unpatched (and a fork gated as it is) run without test_never_worse.py: the limit is not judged,
     and leaving it out silences nothing else (a detector of another defect that passes is red)."""
-    only = frozenset(defects.DEFECTS) - defects.release_comparisons()
+    only = defects.judged_without_the_release()
     unpatched = verdict.Expectation(present=frozenset(PATCHABLE), only=only)
     tests = "".join(
         f"@pytest.mark.defect({name!r})\ndef test_compared_{i}():\n    raise AssertionError('never run')\n"
