@@ -165,6 +165,24 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
         """multi-output least squares: a fori_loop of 10 lbfgs steps (converged), jacfwd"""
         return mols(dtype, 3, 8, steps=10)
 
+    @jax.jit
+    def mols_input_tangent(x, dx, y, w0):
+        def solution(x):
+            return solve(w0, functools.partial(mols_loss, x=x, y=y), x.dtype)
+
+        return jax.jvp(solution, (x,), (dx,))[1]
+
+    @short("float64")
+    def multi_output_3x8_run_opt_jvp_wrt_inputs(dtype):
+        """multi-output least squares 3 x 8: run_opt, jvp of W* along a change of the inputs X (the tangent
+        forced along the iterates; the Hessian keeps its repeated eigenvalues)"""
+        x, y = mols_data(3, 8)
+        dx = np.random.default_rng(5).normal(size=x.shape)
+        w = np.linalg.solve(x.T @ x, x.T @ y)
+        # X^T (X W - Y) = 0, differentiated: dW = (X^T X)^-1 (dX^T (Y - X W) - X^T dX W).
+        reference = np.linalg.solve(x.T @ x, dx.T @ (y - x @ w) - x.T @ dx @ w)
+        return mols_input_tangent(*(a.astype(dtype) for a in (x, dx, y)), np.zeros((3, 8), dtype)), reference
+
     # --- pytree parameters: multi-output least squares with an intercept -----------------------
 
     def intercept_loss(p, x, y):
