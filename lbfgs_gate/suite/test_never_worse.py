@@ -159,33 +159,61 @@ def test_search_finds_no_solve_the_series_differentiates_worse_than_the_release(
     series' tangent, corrected along the gradient's Krylov space only, misses the rest."""
     A, b = problem
     series_jacobian, release_jacobian = _solves()
-    reference = np.linalg.inv(A)
-    series = corpus.relative_error(series_jacobian(A, b), reference)
-    release = corpus.relative_error(release_jacobian(A, b), reference)
+    _judge(
+        f"jacfwd of run_opt w.r.t. b on eigenvalues {np.round(np.linalg.eigvalsh(A), 12)}",
+        series_jacobian(A, b),
+        release_jacobian(A, b),
+        np.linalg.inv(A),
+    )
+
+
+def _judge(what, series_derivative, release_derivative, reference):
+    """The rule of the corpus between the two derivatives of one float64 solve, against its reference."""
+    series = corpus.relative_error(series_derivative, reference)
+    release = corpus.relative_error(release_derivative, reference)
     limit = corpus.bound(release, "float64")
     check(
         series <= limit,
         lambda: (
-            f"jacfwd of run_opt w.r.t. b on eigenvalues {np.round(np.linalg.eigvalsh(A), 12)}: relative error "
-            f"{corpus.shown(series)} with the series ({patch_state()}), {corpus.shown(release)} as published "
-            f"(bound {limit:.3g})"
+            f"{what}: relative error {corpus.shown(series)} with the series ({patch_state()}), "
+            f"{corpus.shown(release)} as published (bound {limit:.3g})"
         ),
     )
 
 
-# The suite's float64 domain (claims.DOMAIN) with the data's scale narrowed: run_opt stops on an
-# absolute tolerance on |grad| (1e-11), so a problem at 1e20 never stops (both sides then iterate on
-# rounding until MAX_ITER) and one at 1e-20 stops before its first step. Those are the regimes
-# test_properties.py's own domains cover with a relative tolerance.
+# The suite's float64 domain (claims.DOMAIN: distinct eigenvalues, every eigenvector in the data)
+# where run_opt can stop. Its tolerance is absolute (|grad| < 1e-11), and the gradient's rounding is
+# about eps |A| |x*|: with |A| up to 1e6 and |x*| up to 1e2 (claims.DOMAIN's scales) the loop runs
+# at rounding until MAX_ITER. Measured there on 0.2.4 (5-D, 296 examples): both sides far off (the
+# release up to 1e95 or NaN, the series NaN, inf or 1.5 to 6.4), a regime of its own, left out.
+# |A| <= 1e3 and |x*| <= 10^0.5 keep the rounding near 1e-12.
 SUITE_DOMAIN = problems.Domain(
-    max_condition=claims.DOMAIN[np.float64].max_condition,
-    eigen_decades=claims.DOMAIN[np.float64].eigen_decades,
-    data_decades=(-2.0, 2.0),
+    max_condition=1e3,
+    eigen_decades=(-2.0, 0.0),
+    data_decades=(-2.0, 0.5),
     offset_decades=claims.DOMAIN[np.float64].offset_decades,
 )
+FORCED_EIGENVALUES = (1.0, 10**0.25, 10**0.5, 10.0, 100.0)
 
 
+def forced_quadratic(seed):
+    """A 5-D quadratic with FORCED_EIGENVALUES, b and the tangent (dA, db, 0) drawn from `seed`,
+    started at x0 = 0; dA symmetric with |dA|_2 the smallest eigenvalue (as strategies.tangents)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    A = (q * np.array(FORCED_EIGENVALUES)) @ q.T
+    A = (A + A.T) / 2
+    b = rng.normal(size=5)
+    m = rng.normal(size=(5, 5))
+    dA = (m + m.T) * FORCED_EIGENVALUES[0] / np.linalg.norm(m + m.T, 2)
+    return problems.Problem(A, b, np.zeros(5)), (dA, rng.normal(size=5), np.zeros(5))
+
+
+@pytest.mark.defect("derivative-short-of-release")
 @pytest.mark.float64
+# Found by a search over seeds (2026-12-03): one in ten falls short on this spectrum; seed 7 with the
+# series 4.4e-5 (0.2.4) and 6.2e-5 (0.2.8) off, the release 1.8e-10 and 2.7e-10.
+@example(data=forced_quadratic(seed=7))
 @given(
     data=problems.quadratic_problems(
         np.float64, SUITE_DOMAIN, starts=problems.AWAY_FROM_OPTIMUM, dimensions=(5,), dense=True
@@ -193,25 +221,22 @@ SUITE_DOMAIN = problems.Domain(
 )
 def test_search_finds_no_forced_tangent_the_series_differentiates_worse_than_the_release(data):
     """jvp of run_opt's solution along (dA, db, dx0), with the series and as published, on the suite's
-    5-D quadratics with distinct eigenvalues (condition up to 1e4, every eigenvector in the data):
-    the series within min(max(10 x published, 1e-6), 1e-3) of the implicit derivative
+    5-D quadratics with distinct eigenvalues (every eigenvector in the data, run_opt's tolerance
+    reachable): the series within min(max(10 x published, 1e-6), 1e-3) of the implicit derivative
     A^-1 (db - dA x*). A change of A forces the tangent at every step along the iterate (dA x_k): a
     rule right only for a constant right-hand side fails here (docs/derivative-rule, frozen scalars).
-    Where the solve terminates in a few steps the series is short as the class above is: 2-D
-    quadratics, 32 of 76 examples on 0.2.8 (0.37 against 4e-14 at worst), so they are left to it."""
+    The series falls short here too, by less: its tangent follows the iterate a step behind, and
+    run_opt stops on the iterate's gradient with no further step (limit derivative-short-of-release;
+    measured numbers in docs/tests.md). 2-D quadratics, whose solve terminates in two or three
+    steps, fall short as the class above does: left to it."""
     problem, (dA, db, dx0) = data
     A, b = (np.asarray(v, np.float64) for v in (problem.A, problem.b))
-    reference = np.linalg.solve(A, db - dA @ np.linalg.solve(A, b))
     series_tangent, release_tangent = _tangent_solves()
     args, directions = problem.args(), (dA, db, dx0)
-    series = corpus.relative_error(series_tangent(args, directions), reference)
-    release = corpus.relative_error(release_tangent(args, directions), reference)
-    limit = corpus.bound(release, "float64")
-    check(
-        series <= limit,
-        lambda: (
-            f"jvp of run_opt along (dA, db, dx0) on eigenvalues {np.round(np.linalg.eigvalsh(A), 12)}, start "
-            f"{problem.start}: relative error {corpus.shown(series)} with the series ({patch_state()}), "
-            f"{corpus.shown(release)} as published (bound {limit:.3g})"
-        ),
+    _judge(
+        f"jvp of run_opt along (dA, db, dx0) on eigenvalues {np.round(np.linalg.eigvalsh(A), 12)}, "
+        f"start {problem.start}",
+        series_tangent(args, directions),
+        release_tangent(args, directions),
+        np.linalg.solve(A, db - dA @ np.linalg.solve(A, b)),
     )
