@@ -7,8 +7,8 @@ against the release's error on the same loop, recorded by the gate's patched ses
 without the series (LBFGS_GATE_RELEASE_DERIVATIVES): the series' relative error must be finite and
 within min(max(10 x the release's, floor), cap). Two properties search with the release imported
 beside the series (LBFGS_GATE_RELEASE_PACKAGE): the class of repeated and clustered eigenvalues
-(where the series is short: a limit), and the suite's own 5-D quadratics with the tangent forced
-along A (where it must not be).
+and the suite's own 5-D quadratics with the tangent forced along A (the series is short on both:
+by the Krylov space it misses on the first, by its one-step lag, rarely, on the second).
 
 Where the series' default is known to fall short on every release the gate runs, the workload
 is a detector of the limit `derivative-short-of-release` (strict: it must still fall short);
