@@ -105,7 +105,9 @@ DEFECTS = {
             "the series' default derivative (the L-BFGS memory and the linesearch's stepsize held "
             "constant) is worse than the release's where the release is right: Hessians with repeated "
             "eigenvalues (multi-output least squares, pytrees, more features than samples, complex "
-            "parameters) and short unrolls, where the solve stops before the tangent has converged; "
+            "parameters), short unrolls, and now and then a tangent forced along the iterates (a change "
+            "of A, distinct eigenvalues: the tangent a step behind), where the solve stops before the "
+            "tangent has converged; "
             "exact_unroll_derivatives=True gives the release's derivative there",
             None,
             compares_with_release=True,
