@@ -8,8 +8,18 @@ runs every detector of the suite with the gate's full property search. For each 
 present it names the patch that fixes it, where it stands upstream, the command that applies
 it to a checkout of the release found, and what to do meanwhile.
 
-Exit status: 0 green (no defect), 1 red (a defect present, or a run that did not complete),
-2 bad input (optax or jax missing or too old, a refused option or environment variable).
+Where the optax judged is not the release it reports as published (the series applied, a fork),
+the check also compares its derivatives with that release's on users' loops (test_never_worse.py,
+lbfgs_gate/suite/corpus.py): the release's sdist is downloaded (checked by the hash the package
+ships) and its errors recorded in this environment, as the patched sessions record them. The quick
+set measures one loop of each class (corpus.QUICK), `--thorough` the whole corpus and the property
+searches. A loop where the optax falls short of min(max(10 x the release's error, floor), cap) is
+printed with both errors; where it is one of the series' known shortfalls (the limit
+derivative-short-of-release) the verdict does not count it, elsewhere it is red (PASS_TO_PASS).
+
+Exit status: 0 green (no defect), 1 red (a defect present, a loop worse than the release outside
+the known limit, or a run that did not complete), 2 bad input (optax or jax missing or too old, a
+refused option or environment variable, the release's sdist not downloadable).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -28,12 +39,17 @@ from lbfgs_gate import (
     GateError,
     defects,
     inventory,
+    pipeline,
     runner,
+    sdist,
     series,
     skeleton,
+    tree,
     verdict,
     work_dir,
 )
+from lbfgs_gate.run_record import Outcome
+from lbfgs_gate.suite import corpus
 
 SESSION = "check"
 # The oldest optax whose L-BFGS the suite knows (the matrix's first release).
@@ -94,6 +110,95 @@ MEANWHILE = {
     "fixed number of steps past it, or differentiate the solution implicitly",
 }
 IMPLICIT = "a tested recipe ships here: lbfgs_gate.suite.solvers.implicit_lbfgs_solve"
+
+# The comparison with the release (test_never_worse.py): the quick set measures one loop of each
+# class (corpus.QUICK), --thorough the whole corpus and the two property searches.
+NEVER_WORSE = "lbfgs_gate/suite/test_never_worse.py::test_derivative_is_never_worse_than_the_release"
+
+
+def never_worse_node(name: str, dtype: str) -> str:
+    return f"{NEVER_WORSE}[{name}-{dtype}]"
+
+
+QUICK_COMPARISON = tuple(never_worse_node(name, dtype) for name, dtype in corpus.QUICK)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What the check compares the optax it judges with: the release as published, recorded here."""
+
+    release: str
+    records: dict[str, str]  # the variables naming the release's record and package to the suite
+    why_not: str = ""  # where nothing is compared: why
+
+
+def release_comparison(version: str, thorough: bool) -> Comparison:
+    """The release the judged optax reports, as published (its sdist, checked by hash), with its
+    errors on the corpus recorded by this environment's jax; no records where the judged optax is
+    that release itself, or where the gate knows no sdist of it."""
+    release = release_of(version)
+    try:
+        sdist.known_hash(release)
+    except GateError:
+        return Comparison(release, {}, f"the gate knows no published sdist of optax {release} (constraints/sdists.txt)")
+    pristine = pipeline.pristine_tree(release)
+    if tree.difference(pristine) is None:
+        return Comparison(release, {}, f"this optax is {release} as published, file for file: nothing to compare")
+    only = () if thorough else corpus.QUICK
+    state = "as published, the whole corpus" if thorough else "as published, one loop of each class"
+    derivatives = pipeline.release_derivatives(pristine, state=state, only=only)
+    records = {corpus.VARIABLE: str(derivatives), corpus.PACKAGE_VARIABLE: str(pipeline.release_package(pristine))}
+    return Comparison(release, records)
+
+
+_MEASURED = re.compile(r"relative error (\S+) with .*, (\S+) as published: the bound is (\S+) ")
+
+
+def comparison_lines(comparison: Comparison, records: dict) -> list[str]:
+    """The comparison's outcome, a line per measurement: this optax's error, the release's, the bound."""
+    if not comparison.records:
+        return [f"derivatives against the release as published: not compared ({comparison.why_not})"]
+    prefix = f"{NEVER_WORSE}["
+    tests = {nodeid: test for nodeid, test in records["suite"].tests.items() if nodeid.startswith(prefix)}
+    searches = {
+        nodeid: test
+        for nodeid, test in records["suite"].tests.items()
+        if nodeid.startswith(runner.NEVER_WORSE_TEST) and nodeid not in tests
+    }
+    short = [test for test in tests.values() if test.outcome != Outcome.PASSED]
+    lines = [
+        f"derivatives against optax {comparison.release} as published, the same loops measured here on both: "
+        f"{len(tests) - len(short)} of {len(tests)} within the bound min(max(10 x published, floor), cap) "
+        f"(floor, cap: {corpus.FLOOR['float64']:g}, {corpus.CAP['float64']:g}; "
+        f"float32 {corpus.FLOOR['float32']:g}, {corpus.CAP['float32']:g})",
+        f"  {'loop':44s} {'dtype':8s} {'this optax':>10s} {'published':>10s} {'bound':>8s}",
+    ]
+    for nodeid, test in sorted(tests.items()):
+        name, _, dtype = nodeid[len(prefix) : -1].rpartition("-")
+        if test.outcome == Outcome.PASSED:
+            lines.append(f"  {name:44s} {dtype:8s} {'':>10s} {'':>10s} {'':>8s}  within the bound")
+            continue
+        measured = _MEASURED.search(test.report or test.message or "")
+        if test.outcome != Outcome.REPRODUCED or measured is None:
+            lines.append(f"  {name:44s} {dtype:8s} {test.outcome}: {test.message}")
+            continue
+        known = f" (a known limit: {', '.join(test.defects)})" if test.defects else ""
+        got, release, bound = measured.groups()
+        lines.append(f"  {name:44s} {dtype:8s} {got:>10s} {release:>10s} {bound:>8s}  SHORT{known}")
+    for nodeid, test in sorted(searches.items()):
+        name = nodeid.partition("::")[2]
+        if test.outcome == Outcome.PASSED:
+            lines.append(f"  search {name}: no loop found worse than the release")
+            continue
+        known = f" (a known limit: {', '.join(test.defects)})" if test.defects else ""
+        lines.append(f"  search {name}: {test.message}{known}")
+        short.append(test)
+    if short:
+        lines.append(
+            "  where a derivative is short, check it on your own loop with the residual check "
+            "(lbfgs_gate.suite.solvers.tangent_residual, README) or differentiate the solution implicitly"
+        )
+    return lines
 
 
 def _version(distribution: str) -> str | None:
@@ -247,31 +352,41 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
     versions = installed_versions()
     optax = f"optax {versions['optax']} (jax {versions['jax']}) from {judged_optax()}"
     expected = inventory.expected()
-    missing = [nodeid for nodeid in QUICK_NODES if nodeid not in expected]
+    missing = [nodeid for nodeid in (*QUICK_NODES, *QUICK_COMPARISON) if nodeid not in expected]
     if missing:
         raise GateError(f"the quick detector {missing[0]} is not in the suite's inventory: reinstall lbfgs-gate")
+    print(f"lbfgs-gate check ({'thorough' if thorough else 'quick'}): {optax}", flush=True)
+    comparison = release_comparison(versions["optax"], thorough)
+    compared = {nodeid: names for nodeid, names in expected.items() if nodeid.startswith(runner.NEVER_WORSE_TEST)}
     if thorough:
-        nodes = {nodeid: names for nodeid, names in expected.items() if names}
-        targets = [runner.SUITE, "-m", "defect"]
+        nodes = {nodeid: names for nodeid, names in expected.items() if names and nodeid not in compared}
+        targets = [runner.SUITE, "-m", "defect", f"--ignore={runner.NEVER_WORSE_TEST}"]
+        if comparison.records:
+            nodes.update(compared)
+            targets = sorted(nodes)
     else:
         nodes = {nodeid: expected[nodeid] for nodeid in QUICK_NODES}
+        if comparison.records:
+            nodes.update({nodeid: expected[nodeid] for nodeid in QUICK_COMPARISON})
         targets = sorted(nodes)
-    print(f"lbfgs-gate check ({'thorough' if thorough else 'quick'}): {optax}", flush=True)
     patchable = frozenset(d.name for d in defects.DEFECTS.values() if d.patch)
     plan = skeleton.Plan(
         session=SESSION,
         optax=optax,
         expectation=verdict.Expectation(detectors_only=True, inventory=nodes, only=patchable),
         suite=targets,
-        label=f"{len(nodes)} detectors of lbfgs_gate/suite",
+        label=f"{len(nodes)} tests of lbfgs_gate/suite",
+        env_extra=comparison.records,
     )
-    judged, _ = skeleton.run_session(plan, reports, pytest_args, show=False)
+    judged, records = skeleton.run_session(plan, reports, pytest_args, show=False)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(reports / "verdict.json", json_path)
     table = verdict.table(judged).splitlines()
     print("\n".join(table[:-1]))
     for line in advice(judged, versions["optax"]):
+        print(line)
+    for line in comparison_lines(comparison, records):
         print(line)
     print(f"reports: {runner.shown(reports)}", flush=True)
     print(table[-1], flush=True)

@@ -16,7 +16,8 @@ class Defect:
     # its tests are strict expected failures in every session.
     patch: str | None
     # Its detectors compare the optax under test with the same tree without the series
-    # (test_never_worse.py): only the sessions that apply the series run them.
+    # (test_never_worse.py): only the sessions that apply the series (and `lbfgs-gate check`,
+    # where the optax judged is not the release as published) run them.
     compares_with_release: bool = False
 
 

@@ -136,13 +136,18 @@ def primal_reference(source_tree: Path, python: Path | str = sys.executable) -> 
 
 
 def release_derivatives(
-    source_tree: Path, python: Path | str = sys.executable, state: str = "as it is, without the series"
+    source_tree: Path,
+    python: Path | str = sys.executable,
+    state: str = "as it is, without the series",
+    only: tuple[tuple[str, str], ...] = (),
 ) -> Path:
     """The errors of the derivatives the optax in `source_tree` (the tree without the series)
-    gives on the corpus of users' loops (lbfgs_gate/suite/corpus.py), for test_never_worse.py.
+    gives on the corpus of users' loops (lbfgs_gate/suite/corpus.py), for test_never_worse.py;
+    `only`: those (workload, dtype) measurements alone (`lbfgs-gate check`'s quick set).
     Recorded and reused as the primal reference is, into build/derivatives/."""
     recorders = ("corpus.py", "user_loops.py", "solvers.py", "claims.py")
-    return _record(source_tree, python, "derivatives", "lbfgs_gate.suite.corpus", recorders, state)
+    arguments = tuple(f"--only={name}:{dtype}" for name, dtype in only)
+    return _record(source_tree, python, "derivatives", "lbfgs_gate.suite.corpus", recorders, state, arguments)
 
 
 # Import statements of optax's own modules, rewritten so that the release's package imports as
@@ -201,10 +206,14 @@ def _record(
     module: str,
     recorders: tuple[str, ...],
     state: str = "as it is, without the series",
+    arguments: tuple[str, ...] = (),
 ) -> Path:
-    """Run `python -m module --output F --expect-optax-in DIR` with only the tree's optax on the
-    path; F is keyed by the tree's optax, the recorder's files, the environment and the processor."""
+    """Run `python -m module --output F --expect-optax-in DIR [arguments]` with only the tree's optax
+    on the path; F is keyed by the tree's optax, the recorder's files and arguments, the environment
+    and the processor."""
     key = hashlib.sha256()
+    if arguments:
+        key.update(repr(arguments).encode())
     for path in sorted((Path(source_tree) / "optax").rglob("*.py")):
         key.update(str(path.relative_to(source_tree)).encode() + path.read_bytes())
     for recorder in recorders:
@@ -231,7 +240,7 @@ def _record(
     # root (a fork's sitecustomize.py, say) is importable while the reference is recorded.
     package_root = Path(tempfile.mkdtemp(prefix=f"{kind}-optax-"))
     shutil.copytree(Path(source_tree) / "optax", package_root / "optax")
-    command = [str(python), "-m", module, "--output", str(partial), "--expect-optax-in", str(package_root)]
+    command = [str(python), "-m", module, "--output", str(partial), "--expect-optax-in", str(package_root), *arguments]
     print(f"+ python -m {module}  (records {source_tree.name} {state})", flush=True)
     env = runner.environment(
         f"recording the {kind} reference", python, {"PYTHONPATH": f"{package_root}{os.pathsep}{PROJECT_ROOT}"}

@@ -13,9 +13,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from lbfgs_gate import CONSTRAINTS_DIR, GateError, work_dir
+from lbfgs_gate import PACKAGE_DIR, GateError, work_dir
 
-SDIST_HASHES = CONSTRAINTS_DIR / "sdists.txt"
+# In the package (`lbfgs-gate check` compares with the release it downloads); constraints/sdists.txt
+# in a clone links here.
+SDIST_HASHES = PACKAGE_DIR / "sdists.txt"
 # Where a local copy of the sdists may be found instead of the index (offline use).
 SDIST_DIR_VARIABLE = "LBFGS_GATE_SDIST_DIR"
 

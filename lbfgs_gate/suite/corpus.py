@@ -46,6 +46,18 @@ VARIABLE = "LBFGS_GATE_RELEASE_DERIVATIVES"
 # The folder holding the tree without the series as the package optax_release (test_never_worse.py's
 # property runs it beside the optax under test): lbfgs_gate.pipeline.release_package.
 PACKAGE_VARIABLE = "LBFGS_GATE_RELEASE_PACKAGE"
+# `lbfgs-gate check`'s quick comparison with the release: one measurement of each class of loop
+# (multi-output least squares, pytrees, d > n ridge and logistic regression with per-feature
+# penalties, complex parameters, a short unroll, a loop run past convergence), the cheapest of each.
+QUICK = (
+    ("multi_output_3x8_run_opt", "float64"),
+    ("pytree_multi_output_run_opt", "float64"),
+    ("ridge_d_gt_n_per_feature_penalties", "float64"),
+    ("logistic_d_gt_n_per_feature_penalties", "float64"),
+    ("complex_5d_run_opt", "float64"),
+    ("lbfgs_5_steps_scan_jacfwd", "float64"),
+    ("notebook_1000_steps_jacrev", "float32"),
+)
 
 
 @dataclass(frozen=True)
@@ -390,10 +402,23 @@ def measure(item: Workload, dtype: str):
         jax.config.update("jax_enable_x64", previous)
 
 
-def record(output: Path) -> None:
+def parse_measurement(text: str) -> tuple[str, str]:
+    """NAME:DTYPE (the recorder's --only) as a pair."""
+    name, _, dtype = text.partition(":")
+    return name, dtype
+
+
+def record(output: Path, only: tuple[tuple[str, str], ...] = ()) -> None:
+    """The release's error on every measurement of the corpus, or on `only`'s (name, dtype) pairs."""
+    corpus = workloads()
+    unknown = [pair for pair in only if pair[0] not in corpus or pair[1] not in corpus[pair[0]].dtypes]
+    if unknown:
+        sys.exit(f"no measurement {unknown[0][0]}:{unknown[0][1]} in the corpus")
     records = []
-    for item in workloads().values():
+    for item in corpus.values():
         for dtype in item.dtypes:
+            if only and (item.name, dtype) not in only:
+                continue
             records.append({"workload": item.name, "dtype": dtype, "error": measure(item, dtype)})
             print(f"{item.name} {dtype}: {shown(records[-1]['error'])}", flush=True)
     document = {"optax": version("optax"), "jax": version("jax"), "records": records}
@@ -414,12 +439,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="record the release's errors on the corpus")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--expect-optax-in", required=True, help="the directory optax must be imported from")
+    parser.add_argument(
+        "--only", action="append", default=[], type=parse_measurement, metavar="NAME:DTYPE", help="only these"
+    )
     arguments = parser.parse_args()
     import optax
 
     if not Path(optax.__file__).resolve().is_relative_to(Path(arguments.expect_optax_in).resolve()):
         sys.exit(f"optax imported from {optax.__file__}, not from {arguments.expect_optax_in}")
-    record(arguments.output)
+    record(arguments.output, tuple(arguments.only))
     return 0
 
 

@@ -13,7 +13,8 @@ by the Krylov space it misses on the first, by its one-step lag, rarely, on the 
 Where the series' default is known to fall short on every release the gate runs, the workload
 is a detector of the limit `derivative-short-of-release` (strict: it must still fall short);
 the equal-penalty ridge falls short for the release and the series alike (the limit
-`stopping-rule-ignores-tangent`). Sessions that apply nothing (unpatched) do not run this module.
+`stopping-rule-ignores-tangent`). Sessions that apply nothing (unpatched) do not run this module;
+`lbfgs-gate check` runs it where the optax it judges is not the release it reports as published.
 """
 
 import functools

@@ -19,9 +19,11 @@ from lbfgs_gate import (
     defects,
     inventory,
     matrix,
+    run_record,
     sdist,
     series,
 )
+from lbfgs_gate.suite import corpus
 from tests.gate.conftest import git, make_repository
 
 PATCHABLE = {name for name, d in defects.DEFECTS.items() if d.patch}
@@ -181,3 +183,76 @@ def test_the_optax_judged_is_the_one_import_optax_gives_where_the_check_runs(tmp
         check.judged_optax()
     where[Path.cwd()] = where[PROJECT_ROOT]
     assert check.judged_optax() == tmp_path / "installed" / "optax"
+
+
+# --- the comparison with the release as published (test_never_worse.py in the check) -----------------
+
+
+def test_the_quick_comparison_measures_one_loop_of_each_class_the_suite_holds():
+    expected = inventory.expected()
+    assert len(check.QUICK_COMPARISON) == len(corpus.QUICK) == len(set(corpus.QUICK))
+    for nodeid in check.QUICK_COMPARISON:
+        assert expected.get(nodeid) in ([], ["derivative-short-of-release"]), f"{nodeid} is not in the inventory"
+    # Both sides of the rule are in the quick set: loops where the series is known short, and loops
+    # where it must be within the bound (PASS_TO_PASS: red when a fork is worse than the release there).
+    assert {tuple(expected[n]) for n in check.QUICK_COMPARISON} == {(), ("derivative-short-of-release",)}
+
+
+def test_the_sdist_hashes_ship_in_the_package_and_the_clone_links_to_them():
+    assert sdist.SDIST_HASHES == PACKAGE_DIR / "sdists.txt" and sdist.SDIST_HASHES.is_file()
+    assert (PROJECT_ROOT / "constraints" / "sdists.txt").resolve() == sdist.SDIST_HASHES.resolve()
+
+
+def test_the_comparison_is_with_the_release_the_optax_reports_and_not_with_itself(monkeypatch, tmp_path):
+    recorded = {}
+
+    def derivatives(tree, state, only):
+        recorded.update(tree=tree, only=only)
+        return tmp_path / "derivatives.json"
+
+    monkeypatch.setattr(check.pipeline, "pristine_tree", lambda release: tmp_path / f"optax-{release}")
+    monkeypatch.setattr(check.pipeline, "release_derivatives", derivatives)
+    monkeypatch.setattr(check.pipeline, "release_package", lambda tree: tmp_path / "package")
+    unknown = check.release_comparison("0.2.9.dev0", thorough=False)
+    assert not unknown.records and "no published sdist of optax 0.2.9" in unknown.why_not
+    monkeypatch.setattr(check.tree, "difference", lambda tree: None)
+    itself = check.release_comparison("0.2.8", thorough=False)
+    assert not itself.records and "0.2.8 as published, file for file" in itself.why_not
+    assert not recorded, "nothing is recorded where nothing is compared"
+    monkeypatch.setattr(check.tree, "difference", lambda tree: "optax/_src/transform.py")
+    quick = check.release_comparison("0.2.8", thorough=False)
+    assert recorded == {"tree": tmp_path / "optax-0.2.8", "only": corpus.QUICK}
+    assert quick.records == {
+        corpus.VARIABLE: str(tmp_path / "derivatives.json"),
+        corpus.PACKAGE_VARIABLE: str(tmp_path / "package"),
+    }
+    check.release_comparison("0.2.8", thorough=True)
+    assert recorded["only"] == (), "--thorough records the whole corpus"
+
+
+def test_the_comparison_prints_both_errors_of_each_loop_that_falls_short():
+    short = check.never_worse_node("multi_output_3x8_run_opt", "float64")
+    within = check.never_worse_node("notebook_1000_steps_jacrev", "float32")
+    broken = check.never_worse_node("complex_5d_run_opt", "float64")
+    tests = {
+        short: run_record.TestRecord(
+            short,
+            ["derivative-short-of-release"],
+            run_record.Outcome.REPRODUCED,
+            report="multi-output (float64): relative error 0.0122 with the series (optax 0.2.8 (jax 0.10.2) "
+            "from /x), 1.76e-12 as published: the bound is 1e-06 (min(max(10 x published, 1e-06), 0.001))",
+        ),
+        within: run_record.TestRecord(within, [], run_record.Outcome.PASSED),
+        broken: run_record.TestRecord(broken, [], run_record.Outcome.CRASHED, message="RuntimeError: raised"),
+    }
+    record = run_record.Record()
+    record.tests.update(tests)
+    lines = check.comparison_lines(check.Comparison("0.2.8", {"x": "y"}), {"suite": record})
+    assert "1 of 3 within the bound" in lines[0]
+    row = next(line for line in lines if "multi_output_3x8_run_opt" in line).split()
+    assert row[1:5] == ["float64", "0.0122", "1.76e-12", "1e-06"] and "SHORT" in row
+    assert "within the bound" in next(line for line in lines if "notebook_1000" in line)
+    assert "crashed: RuntimeError: raised" in next(line for line in lines if "complex_5d" in line)
+    assert "residual check" in lines[-1]
+    nothing = check.comparison_lines(check.Comparison("0.2.8", {}, "why"), {"suite": record})
+    assert nothing == ["derivatives against the release as published: not compared (why)"]
