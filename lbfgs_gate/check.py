@@ -48,7 +48,7 @@ from lbfgs_gate import (
     verdict,
     work_dir,
 )
-from lbfgs_gate.run_record import Outcome
+from lbfgs_gate import release_comparison as release_comparison_table
 from lbfgs_gate.suite import corpus
 
 SESSION = "check"
@@ -113,14 +113,7 @@ IMPLICIT = "a tested recipe ships here: lbfgs_gate.suite.solvers.implicit_lbfgs_
 
 # The comparison with the release (test_never_worse.py): the quick set measures one loop of each
 # class (corpus.QUICK), --thorough the whole corpus and the two property searches.
-NEVER_WORSE = "lbfgs_gate/suite/test_never_worse.py::test_derivative_is_never_worse_than_the_release"
-
-
-def never_worse_node(name: str, dtype: str) -> str:
-    return f"{NEVER_WORSE}[{name}-{dtype}]"
-
-
-QUICK_COMPARISON = tuple(never_worse_node(name, dtype) for name, dtype in corpus.QUICK)
+QUICK_COMPARISON = tuple(release_comparison_table.node(name, dtype) for name, dtype in corpus.QUICK)
 
 
 @dataclass(frozen=True)
@@ -151,54 +144,11 @@ def release_comparison(version: str, thorough: bool) -> Comparison:
     return Comparison(release, records)
 
 
-_MEASURED = re.compile(r"relative error (\S+) with .*, (\S+) as published: the bound is (\S+) ")
-
-
 def comparison_lines(comparison: Comparison, records: dict) -> list[str]:
-    """The comparison's outcome, a line per measurement: this optax's error, the release's, the bound."""
+    """The comparison's outcome (release_comparison.lines), or why nothing was compared."""
     if not comparison.records:
         return [f"derivatives against the release as published: not compared ({comparison.why_not})"]
-    prefix = f"{NEVER_WORSE}["
-    tests = {nodeid: test for nodeid, test in records["suite"].tests.items() if nodeid.startswith(prefix)}
-    searches = {
-        nodeid: test
-        for nodeid, test in records["suite"].tests.items()
-        if nodeid.startswith(runner.NEVER_WORSE_TEST) and nodeid not in tests
-    }
-    short = [test for test in tests.values() if test.outcome != Outcome.PASSED]
-    lines = [
-        f"derivatives against optax {comparison.release} as published, the same loops measured here on both: "
-        f"{len(tests) - len(short)} of {len(tests)} within the bound min(max(10 x published, floor), cap) "
-        f"(floor, cap: {corpus.FLOOR['float64']:g}, {corpus.CAP['float64']:g}; "
-        f"float32 {corpus.FLOOR['float32']:g}, {corpus.CAP['float32']:g})",
-        f"  {'loop':44s} {'dtype':8s} {'this optax':>10s} {'published':>10s} {'bound':>8s}",
-    ]
-    for nodeid, test in sorted(tests.items()):
-        name, _, dtype = nodeid[len(prefix) : -1].rpartition("-")
-        if test.outcome == Outcome.PASSED:
-            lines.append(f"  {name:44s} {dtype:8s} {'':>10s} {'':>10s} {'':>8s}  within the bound")
-            continue
-        measured = _MEASURED.search(test.report or test.message or "")
-        if test.outcome != Outcome.REPRODUCED or measured is None:
-            lines.append(f"  {name:44s} {dtype:8s} {test.outcome}: {test.message}")
-            continue
-        known = f" (a known limit: {', '.join(test.defects)})" if test.defects else ""
-        got, release, bound = measured.groups()
-        lines.append(f"  {name:44s} {dtype:8s} {got:>10s} {release:>10s} {bound:>8s}  SHORT{known}")
-    for nodeid, test in sorted(searches.items()):
-        name = nodeid.partition("::")[2]
-        if test.outcome == Outcome.PASSED:
-            lines.append(f"  search {name}: no loop found worse than the release")
-            continue
-        known = f" (a known limit: {', '.join(test.defects)})" if test.defects else ""
-        lines.append(f"  search {name}: {test.message}{known}")
-        short.append(test)
-    if short:
-        lines.append(
-            "  where a derivative is short, check it on your own loop with the residual check "
-            "(lbfgs_gate.suite.solvers.tangent_residual, README) or differentiate the solution implicitly"
-        )
-    return lines
+    return release_comparison_table.lines(records, f"optax {comparison.release} as published")
 
 
 def _version(distribution: str) -> str | None:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lbfgs_gate import runner, verdict
+from lbfgs_gate import release_comparison, runner, verdict
 from lbfgs_gate.run_record import Record
 
 
@@ -116,11 +116,17 @@ def run_session(
         plan.amend(judged)
         if judged.reasons:
             judged.verdict = "red"
+    comparison = release_comparison.lines(records)
     if write:
         compiles = {source: record.compiles for source, record in records.items()}
         extra = {"optax": plan.optax, "phases": phases.seconds, "compiles": compiles}
-        verdict.write(judged, reports, [f"optax under test: {plan.optax}", *plan.context], extra)
+        context = [f"optax under test: {plan.optax}", *plan.context]
+        if comparison:
+            context += ["", "```text", *comparison, "```"]
+        verdict.write(judged, reports, context, extra)
     if show:
         print(verdict.table(judged), flush=True)
+        for line in comparison:
+            print(line, flush=True)
         print(f"reports: {runner.shown(reports)}", flush=True)
     return judged, records

@@ -36,6 +36,7 @@ from lbfgs_gate import (
     defects,
     inventory,
     pipeline,
+    release_comparison,
     runner,
     series,
     skeleton,
@@ -170,6 +171,7 @@ def run(
         judged, records = skeleton.run_session(plan, output, pytest_args, write=False, show=False)
         report.judged, report.verdict = judged, judged.verdict
         report.findings = [asdict(f) for f in find_defects(judged, records, statuses, paths, fork)]
+        report.comparison = release_comparison.lines(records, "the fork as it is (without the patches applied here)")
         write_reports(report, output)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

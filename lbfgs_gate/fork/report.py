@@ -26,6 +26,8 @@ class Report:
     apply_all: str = ""
     primal: str = ""
     judged: verdicts.Verdict | None = None
+    # The loops of the corpus against the fork's base release (lbfgs_gate/release_comparison.py).
+    comparison: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         document = {"session": "fork", "verdict": self.verdict}
@@ -40,6 +42,7 @@ class Report:
             findings=self.findings,
             apply_all=self.apply_all,
             primal=self.primal,
+            comparison=self.comparison,
         )
         return document
 
@@ -66,6 +69,8 @@ def markdown(report: Report) -> str:
     if report.judged is not None:
         table = verdicts.markdown(report.judged).split("\n", 2)[2]  # without its title line
         lines += ["", table.rstrip()]
+    if report.comparison:
+        lines += ["", "## Derivatives against the release", "", "```text", *report.comparison, "```"]
     lines += ["", "## Patches", "", "| patch | state | detail |", "|---|---|---|"]
     lines += [f"| `{p['patch']}` | {STATE_LABELS[p['state']]} | {p['detail']} |" for p in report.patches]
     if report.applied:
@@ -115,6 +120,8 @@ def remove_reports(output: Path) -> None:
 def print_verdict(report: Report, output: Path) -> None:
     if report.judged is not None:
         print(verdicts.table(report.judged), flush=True)
+    for line in report.comparison:
+        print(line, flush=True)
     where = f"reports: {output / 'report.md'}, {output / 'verdict.json'}, {output / 'junit.xml'}"
     if report.verdict == "green":
         print(f"fork gate GREEN: {report.fork['source']} ({report.run}); {where}", flush=True)
