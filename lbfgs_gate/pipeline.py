@@ -246,7 +246,9 @@ def _record(
         f"recording the {kind} reference", python, {"PYTHONPATH": f"{package_root}{os.pathsep}{PROJECT_ROOT}"}
     )
     try:
-        result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
+        # Run from the copy's folder: `python -m` puts the working folder first on the path, and where
+        # lbfgs-gate is installed PROJECT_ROOT is site-packages, whose optax would shadow the tree's.
+        result = subprocess.run(command, cwd=package_root, env=env, capture_output=True, text=True, check=False)
     finally:
         shutil.rmtree(package_root, ignore_errors=True)
     if result.returncode != 0 or not partial.is_file():
