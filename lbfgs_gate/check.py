@@ -137,9 +137,11 @@ def release_comparison(version: str, thorough: bool) -> Comparison:
     pristine = pipeline.pristine_tree(release)
     if tree.difference(pristine) is None:
         return Comparison(release, {}, f"this optax is {release} as published, file for file: nothing to compare")
-    only = () if thorough else corpus.QUICK
-    state = "as published, the whole corpus" if thorough else "as published, one loop of each class"
-    derivatives = pipeline.release_derivatives(pristine, state=state, only=only)
+    if thorough:
+        derivatives = pipeline.release_derivatives(pristine, state="as published, the whole corpus")
+    else:
+        state = "as published, one loop of each class"
+        derivatives = pipeline.release_derivatives_side_by_side(pristine, only=corpus.QUICK, state=state)
     records = {corpus.VARIABLE: str(derivatives), corpus.PACKAGE_VARIABLE: str(pipeline.release_package(pristine))}
     return Comparison(release, records)
 

@@ -9,6 +9,7 @@ which patches, and which of their variants, were applied.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import re
@@ -148,6 +149,26 @@ def release_derivatives(
     recorders = ("corpus.py", "user_loops.py", "solvers.py", "claims.py")
     arguments = tuple(f"--only={name}:{dtype}" for name, dtype in only)
     return _record(source_tree, python, "derivatives", "lbfgs_gate.suite.corpus", recorders, state, arguments)
+
+
+def release_derivatives_side_by_side(
+    source_tree: Path, only: tuple[tuple[str, str], ...], state: str, parts: int = 2
+) -> Path:
+    """release_derivatives of `only`, made by `parts` recorders side by side (one core each, the
+    recording is compilation) and merged into one record (reused as each part is)."""
+    chunks = [only[i::parts] for i in range(parts) if only[i::parts]]
+    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+        paths = list(pool.map(lambda chunk: release_derivatives(source_tree, state=state, only=chunk), chunks))
+    key = hashlib.sha256("".join(path.name for path in paths).encode()).hexdigest()[:16]
+    merged = work_dir() / "derivatives" / f"derivatives-merged-{key}.json"
+    if not merged.is_file():
+        documents = [json.loads(path.read_text()) for path in paths]
+        document = {**documents[0], "records": [r for d in documents for r in d["records"]]}
+        merged.parent.mkdir(parents=True, exist_ok=True)
+        partial = merged.with_suffix(".partial")
+        partial.write_text(json.dumps(document, indent=1) + "\n")
+        os.replace(partial, merged)
+    return merged
 
 
 # Import statements of optax's own modules, rewritten so that the release's package imports as

@@ -19,6 +19,7 @@ from lbfgs_gate import (
     defects,
     inventory,
     matrix,
+    pipeline,
     release_comparison,
     run_record,
     sdist,
@@ -207,12 +208,13 @@ def test_the_sdist_hashes_ship_in_the_package_and_the_clone_links_to_them():
 def test_the_comparison_is_with_the_release_the_optax_reports_and_not_with_itself(monkeypatch, tmp_path):
     recorded = {}
 
-    def derivatives(tree, state, only):
+    def derivatives(tree, state, only=()):
         recorded.update(tree=tree, only=only)
         return tmp_path / "derivatives.json"
 
     monkeypatch.setattr(check.pipeline, "pristine_tree", lambda release: tmp_path / f"optax-{release}")
     monkeypatch.setattr(check.pipeline, "release_derivatives", derivatives)
+    monkeypatch.setattr(check.pipeline, "release_derivatives_side_by_side", derivatives)
     monkeypatch.setattr(check.pipeline, "release_package", lambda tree: tmp_path / "package")
     unknown = check.release_comparison("0.2.9.dev0", thorough=False)
     assert not unknown.records and "no published sdist of optax 0.2.9" in unknown.why_not
@@ -229,6 +231,18 @@ def test_the_comparison_is_with_the_release_the_optax_reports_and_not_with_itsel
     }
     check.release_comparison("0.2.8", thorough=True)
     assert recorded["only"] == (), "--thorough records the whole corpus"
+
+
+def test_a_record_made_side_by_side_holds_every_measurement_once(monkeypatch, tmp_path):
+    def derivatives(tree, state, only=()):
+        path = tmp_path / f"part-{len(only)}-{only[0][0]}.json"
+        path.write_text(json.dumps({"optax": "0.2.8", "records": [{"workload": n, "dtype": d} for n, d in only]}))
+        return path
+
+    monkeypatch.setattr(pipeline, "release_derivatives", derivatives)
+    merged = pipeline.release_derivatives_side_by_side(tmp_path / "tree", only=corpus.QUICK, state="as published")
+    records = json.loads(merged.read_text())["records"]
+    assert sorted((r["workload"], r["dtype"]) for r in records) == sorted(corpus.QUICK)
 
 
 def test_the_comparison_prints_both_errors_of_each_loop_that_falls_short():
