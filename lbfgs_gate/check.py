@@ -133,7 +133,7 @@ def release_comparison(version: str, thorough: bool) -> Comparison:
     try:
         sdist.known_hash(release)
     except GateError:
-        return Comparison(release, {}, f"the gate knows no published sdist of optax {release} (constraints/sdists.txt)")
+        return Comparison(release, {}, f"the gate knows no published sdist of optax {release} (lbfgs_gate/sdists.txt)")
     pristine = pipeline.pristine_tree(release)
     if tree.difference(pristine) is None:
         return Comparison(release, {}, f"this optax is {release} as published, file for file: nothing to compare")

@@ -26,7 +26,8 @@ class Report:
     apply_all: str = ""
     primal: str = ""
     judged: verdicts.Verdict | None = None
-    # The loops of the corpus against the fork's base release (lbfgs_gate/release_comparison.py).
+    # The loops of the corpus against the fork as it is, where patches were applied to it here
+    # (lbfgs_gate/release_comparison.py).
     comparison: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
