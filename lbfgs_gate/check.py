@@ -40,6 +40,7 @@ from lbfgs_gate import (
     defects,
     inventory,
     pipeline,
+    release_comparison,
     runner,
     sdist,
     series,
@@ -48,7 +49,6 @@ from lbfgs_gate import (
     verdict,
     work_dir,
 )
-from lbfgs_gate import release_comparison as release_comparison_table
 from lbfgs_gate.suite import corpus
 
 SESSION = "check"
@@ -113,7 +113,7 @@ IMPLICIT = "a tested recipe ships here: lbfgs_gate.suite.solvers.implicit_lbfgs_
 
 # The comparison with the release (test_never_worse.py): the quick set measures one loop of each
 # class (corpus.QUICK), --thorough the whole corpus and the two property searches.
-QUICK_COMPARISON = tuple(release_comparison_table.node(name, dtype) for name, dtype in corpus.QUICK)
+QUICK_COMPARISON = tuple(release_comparison.node(name, dtype) for name, dtype in corpus.QUICK)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Comparison:
     why_not: str = ""  # where nothing is compared: why
 
 
-def release_comparison(version: str, thorough: bool) -> Comparison:
+def release_to_compare(version: str, thorough: bool) -> Comparison:
     """The release the judged optax reports, as published (its sdist, checked by hash), with its
     errors on the corpus recorded by this environment's jax; no records where the judged optax is
     that release itself, or where the gate knows no sdist of it."""
@@ -150,7 +150,7 @@ def comparison_lines(comparison: Comparison, records: dict) -> list[str]:
     """The comparison's outcome (release_comparison.lines), or why nothing was compared."""
     if not comparison.records:
         return [f"derivatives against the release as published: not compared ({comparison.why_not})"]
-    return release_comparison_table.lines(records, f"optax {comparison.release} as published")
+    return release_comparison.lines(records, f"optax {comparison.release} as published")
 
 
 def _version(distribution: str) -> str | None:
@@ -308,9 +308,9 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
     if missing:
         raise GateError(f"the quick detector {missing[0]} is not in the suite's inventory: reinstall lbfgs-gate")
     print(f"lbfgs-gate check ({'thorough' if thorough else 'quick'}): {optax}", flush=True)
-    comparison = release_comparison(versions["optax"], thorough)
-    compared = {nodeid: names for nodeid, names in expected.items() if nodeid.startswith(runner.NEVER_WORSE_TEST)}
+    comparison = release_to_compare(versions["optax"], thorough)
     if thorough:
+        compared = {nodeid: names for nodeid, names in expected.items() if nodeid.startswith(runner.NEVER_WORSE_TEST)}
         nodes = {nodeid: names for nodeid, names in expected.items() if names and nodeid not in compared}
         targets = [runner.SUITE, "-m", "defect", f"--ignore={runner.NEVER_WORSE_TEST}"]
         if comparison.records:
@@ -325,7 +325,9 @@ def run(thorough: bool, json_path: Path | None, pytest_args: list[str]) -> int:
     plan = skeleton.Plan(
         session=SESSION,
         optax=optax,
-        expectation=verdict.Expectation(detectors_only=True, inventory=nodes, only=patchable),
+        # Node ids named one by one are all judged, the comparison's PASS_TO_PASS loops included (a
+        # loop not run is red); `-m defect` (--thorough, nothing compared) selects detectors only.
+        expectation=verdict.Expectation(detectors_only="-m" in targets, inventory=nodes, only=patchable),
         suite=targets,
         label=f"{len(nodes)} tests of lbfgs_gate/suite",
         env_extra=comparison.records,

@@ -216,20 +216,20 @@ def test_the_comparison_is_with_the_release_the_optax_reports_and_not_with_itsel
     monkeypatch.setattr(check.pipeline, "release_derivatives", derivatives)
     monkeypatch.setattr(check.pipeline, "release_derivatives_side_by_side", derivatives)
     monkeypatch.setattr(check.pipeline, "release_package", lambda tree: tmp_path / "package")
-    unknown = check.release_comparison("0.2.9.dev0", thorough=False)
+    unknown = check.release_to_compare("0.2.9.dev0", thorough=False)
     assert not unknown.records and "no published sdist of optax 0.2.9" in unknown.why_not
     monkeypatch.setattr(check.tree, "difference", lambda tree: None)
-    itself = check.release_comparison("0.2.8", thorough=False)
+    itself = check.release_to_compare("0.2.8", thorough=False)
     assert not itself.records and "0.2.8 as published, file for file" in itself.why_not
     assert not recorded, "nothing is recorded where nothing is compared"
     monkeypatch.setattr(check.tree, "difference", lambda tree: "optax/_src/transform.py")
-    quick = check.release_comparison("0.2.8", thorough=False)
+    quick = check.release_to_compare("0.2.8", thorough=False)
     assert recorded == {"tree": tmp_path / "optax-0.2.8", "only": corpus.QUICK}
     assert quick.records == {
         corpus.VARIABLE: str(tmp_path / "derivatives.json"),
         corpus.PACKAGE_VARIABLE: str(tmp_path / "package"),
     }
-    check.release_comparison("0.2.8", thorough=True)
+    check.release_to_compare("0.2.8", thorough=True)
     assert recorded["only"] == (), "--thorough records the whole corpus"
 
 
