@@ -103,12 +103,12 @@ DEFECTS = {
         # A limit of the series itself, found by the corpus of users' loops (lbfgs_gate/suite/corpus.py).
         Defect(
             "derivative-short-of-release",
-            "the series' default derivative (the L-BFGS memory and the linesearch's stepsize held "
-            "constant) is worse than the release's where the release is right: Hessians with repeated "
-            "eigenvalues (multi-output least squares, pytrees, more features than samples, complex "
-            "parameters), short unrolls, and now and then a tangent forced along the iterates (a change "
-            "of A, distinct eigenvalues: the tangent a step behind), where the solve stops before the "
-            "tangent has converged; "
+            "the series' default derivative is worse than the release's where the release is right: "
+            "short unrolls (the derivative a solve needs, not that of the steps: the first step's capped "
+            "scale and the memory inside the directions explored are held constant), Hessians with "
+            "clustered eigenvalues where the solve stops before the tangent has converged, and now and "
+            "then a tangent forced along the iterates (a change of A, distinct eigenvalues: the tangent a "
+            "step behind); "
             "exact_unroll_derivatives=True gives the release's derivative there",
             None,
             compares_with_release=True,

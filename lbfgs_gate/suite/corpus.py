@@ -162,17 +162,17 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
         x, y = mols_data(d, k)
         return mols_jacobian(x.astype(dtype), y.astype(dtype), np.zeros((d, k), dtype), steps), mols_reference(x, k)
 
-    @short("float64", "float32")
+    @workload("float64", "float32")
     def multi_output_3x8_run_opt(dtype):
         """multi-output least squares, 3 features x 8 outputs (each eigenvalue 8 times): run_opt, jacfwd of W* wrt Y"""
         return mols(dtype, 3, 8)
 
-    @short("float64")
+    @workload("float64")
     def multi_output_6x3_run_opt(dtype):
         """multi-output least squares, 6 features x 3 outputs (each eigenvalue 3 times): run_opt, jacfwd"""
         return mols(dtype, 6, 3)
 
-    @short("float64")
+    @workload("float64")
     def multi_output_3x8_fori10(dtype):
         """multi-output least squares: a fori_loop of 10 lbfgs steps (converged), jacfwd"""
         return mols(dtype, 3, 8, steps=10)
@@ -184,7 +184,7 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
 
         return jax.jvp(solution, (x,), (dx,))[1]
 
-    @short("float64")
+    @workload("float64")
     def multi_output_3x8_run_opt_jvp_wrt_inputs(dtype):
         """multi-output least squares 3 x 8: run_opt, jvp of W* along a change of the inputs X (the tangent
         forced along the iterates; the Hessian keeps its repeated eigenvalues)"""
@@ -209,7 +209,7 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
 
         return jax.jacfwd(solution)(y)
 
-    @short("float64")
+    @workload("float64")
     def pytree_multi_output_run_opt(dtype):
         """pytree parameters {W, b} (multi-output least squares with an intercept): run_opt, jacfwd"""
         x, y = mols_data(3, 5, n=10, seed=3)
@@ -243,7 +243,7 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
         v = np.linalg.solve(hessian, xv.T @ (xv @ w - yv))
         return got, -v * lam * w  # dw/deta_i = -H^-1 e_i lam_i w_i
 
-    @short("float64")
+    @workload("float64")
     def ridge_d_gt_n_per_feature_penalties(dtype):
         """ridge, 15 features > 6 samples, distinct per-feature penalties: run_opt, hypergradient by jacfwd"""
         return ridge(dtype, np.random.default_rng(7).normal(size=15) * 0.3)
@@ -318,7 +318,7 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
 
         return jax.jvp(solution, (b,), (db,))[1]
 
-    @short("float64")
+    @workload("float64")
     def complex_5d_run_opt(dtype):
         """complex parameters (each eigenvalue twice in real form): a run-to-tolerance loop, jvp wrt b"""
         rng = np.random.default_rng(0)

@@ -7,11 +7,12 @@ against the release's error on the same loop, recorded by the gate's patched ses
 without the series (LBFGS_GATE_RELEASE_DERIVATIVES): the series' relative error must be finite and
 within min(max(10 x the release's, floor), cap). Two properties search with the release imported
 beside the series (LBFGS_GATE_RELEASE_PACKAGE): the class of repeated and clustered eigenvalues
-and the suite's own 5-D quadratics with the tangent forced along A (the series is short on both:
-by the Krylov space it misses on the first, by its one-step lag, rarely, on the second).
+and the suite's own 5-D quadratics with the tangent forced along A (the series is short on both,
+rarely: on some clustered spectra, and by its one-step lag on the second).
 
-Where the series' default is known to fall short on every release the gate runs, the workload
-is a detector of the limit `derivative-short-of-release` (strict: it must still fall short);
+Where the series' default is known to fall short on every release the gate runs (the short
+unrolls), the workload is a detector of the limit `derivative-short-of-release` (strict: it must
+still fall short);
 the equal-penalty ridge falls short for the release and the series alike (the limit
 `stopping-rule-ignores-tangent`). Sessions that apply nothing (unpatched) do not run this module;
 `lbfgs-gate check` runs it where the optax it judges is not the release it reports as published.
@@ -59,6 +60,10 @@ def test_derivative_is_never_worse_than_the_release(name, dtype):
     if isinstance(series, str) and series != release:
         # Not a measurement: the loop broke with the series where the release did not break so.
         raise RuntimeError(f"{name} ({dtype}) raised with the series ({patch_state()}): {series}")
+    if isinstance(series, str):
+        # The release refuses the loop and the series refuses it alike (0.2.4 before complex
+        # parameters: a TypeError in lax.cond): no derivative to compare, none worse.
+        return
     limit = corpus.bound(release, dtype)
     check(
         isinstance(series, float) and series <= limit,
@@ -146,18 +151,19 @@ def clustered_quadratics(draw):
 
 @pytest.mark.defect("derivative-short-of-release")
 @pytest.mark.float64
-# What the search shrinks to (the ci profile, 2026-12-03, 0.2.4 and the series): five eigenvalues
-# equal; the series 0.011 off A^-1, the release 1.1e-11.
+# What the search shrank to with the memory held constant (the ci profile, 2026-12-03, 0.2.4):
+# five eigenvalues equal; the series 0.011 off A^-1, the release 1.1e-11 (0006's rule meets it).
 @example(problem=clustered_quadratic((1.0, 1.0, 1.0, 1.0, 1.0, 5.0), (0.0,) * SIZE, seed=0))
 @given(problem=clustered_quadratics())
 def test_search_finds_no_solve_the_series_differentiates_worse_than_the_release(problem):
     """jacfwd of run_opt's solution w.r.t. b (A^-1), with the series and as published, on quadratics
     whose eigenvalues repeat or cluster: the series within min(max(10 x published, 1e-6), 1e-3).
-    Measured on 0.2.4 (the ci profile's 200 examples, eigenvalues told apart at 1e-8): 165 fall
-    short; with 2 or 3 distinct eigenvalues all 39, with 4 or 5 108 of 123, with 6 (clusters of
-    gaps 1e-6 and 1e-3) 18 of 37; the release within 1.6e-8 of A^-1 on all but the last group
-    (8.5e-7). run_opt lands on the solution in as many steps as A has distinct eigenvalues, and the
-    series' tangent, corrected along the gradient's Krylov space only, misses the rest."""
+    With the memory held constant for derivatives (the series before 0006's rule), on 0.2.4 (the ci
+    profile's 200 examples, eigenvalues told apart at 1e-8) 165 fell short: run_opt lands on the
+    solution in as many steps as A has distinct eigenvalues, and a tangent corrected along the
+    gradient's Krylov space only misses the rest. 0006's rule takes the steps' own derivative outside
+    the directions explored, and the pinned case meets the bound; the search (ci profile, 0.2.8) still
+    finds eigenvalues (1, 1, 2, 5, 5, 5), 2.2e-6 against a bound of 1e-6, the release 4.1e-12."""
     A, b = problem
     series_jacobian, release_jacobian = _solves()
     _judge(
