@@ -6,11 +6,14 @@ the gradient passed on is `jnp.conj(jax.grad(f)(z))`. The problem: f(z) = 1/2 Re
 Re(b^H z), 5-D, A real (the suite's `user_loops._quadratic`, condition 30), from z = 0,
 stopped on |g| < 1e-11; the solution is A^-1 b, its jvp along a complex db is A^-1 db.
 
-The series' default gets this derivative wrong (58 relative, measured on 0.2.8; the release as
-published 5.8e-10): in real form every eigenvalue of A is doubled, the case of the limit
-`stopping-rule-ignores-tangent` (docs/defects.md). So the derivative is asked for with
-`exact_unroll_derivatives=True` where optax has it (`solvers.exact_options`): 2.8e-7 with the
-series. As published (no option) the release's own derivative is the steps', as the option's is.
+With the memory held constant for derivatives, the series' default got this derivative wrong (58
+relative, measured on 0.2.8; the release as published 5.8e-10): in real form every eigenvalue of A
+is doubled, the case of the limit `stopping-rule-ignores-tangent` (docs/defects.md). 0006's rule
+takes the steps' own derivative outside the directions explored: the corpus's `complex_5d_run_opt`
+holds the default to the release (7.3e-9 on 0.2.8, test_never_worse.py). Here the derivative is
+asked for with `exact_unroll_derivatives=True` where optax has it (`solvers.exact_options`): 2.8e-7
+with the series. As published (no option) the release's own derivative is the steps', as the
+option's is.
 """
 
 import jax
