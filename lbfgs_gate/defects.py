@@ -104,11 +104,12 @@ DEFECTS = {
         Defect(
             "derivative-short-of-release",
             "the series' default derivative is worse than the release's where the release is right: "
-            "short unrolls (the steps are differentiated while they carry their information, but never "
-            "through the first step's capped scale, upstream's choice since 0.2.5: on 0.2.8 the series "
-            "gives the release's own derivative, short of the cap by that term alone; on 0.2.4 it is the "
-            "term the seed-leak fix removes; and once the steps stop carrying information, the derivative "
-            "a solve needs), Hessians with "
+            "short unrolls (the steps, and in optax.lbfgs the zoom's stepsize, are differentiated while they "
+            "carry their information, but never through the first step's capped scale, upstream's choice "
+            "since 0.2.5: on 0.2.8 the series gives the release's own derivative, short of the cap by that "
+            "term alone; on 0.2.4 it is the term the seed-leak fix removes; and once the steps stop "
+            "carrying information, the derivative a solve needs: on a non-quadratic objective from the "
+            "third step, where the two newest pairs disagree on one Hessian), Hessians with "
             "clustered eigenvalues where the solve stops before the tangent has converged, and now and "
             "then a tangent forced along the iterates (a change of A, distinct eigenvalues: the tangent a "
             "step behind); "

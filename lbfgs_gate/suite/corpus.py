@@ -48,7 +48,8 @@ VARIABLE = "LBFGS_GATE_RELEASE_DERIVATIVES"
 PACKAGE_VARIABLE = "LBFGS_GATE_RELEASE_PACKAGE"
 # `lbfgs-gate check`'s quick comparison with the release: one measurement of each class of loop
 # (multi-output least squares, pytrees, d > n ridge and logistic regression with per-feature
-# penalties, complex parameters, a short unroll, a loop run past convergence), the cheapest of each.
+# penalties, complex parameters, short unrolls (through the first step's capped scale, the registered
+# limit, and through the zoom's stepsize), a loop run past convergence), the cheapest of each.
 QUICK = (
     ("multi_output_3x8_run_opt", "float64"),
     ("pytree_multi_output_run_opt", "float64"),
@@ -56,6 +57,7 @@ QUICK = (
     ("logistic_d_gt_n_per_feature_penalties", "float64"),
     ("complex_5d_run_opt", "float64"),
     ("lbfgs_5_steps_scan_jacfwd", "float64"),
+    ("ridge_d_gt_n_3_steps_fori", "float64"),
     ("notebook_1000_steps_jacrev", "float32"),
 )
 
@@ -291,6 +293,58 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
     def logistic_d_gt_n_per_feature_penalties(dtype):
         """logistic regression, 12 features > 6 samples, per-feature L2 penalties: run_opt, hypergradient"""
         return logistic(dtype, np.random.default_rng(40).normal(size=12) * 0.5, seed=4, n=6, d=12)
+
+    # --- short unrolls of the same problems: a few fori_loop steps, not converged -----------------
+    # The reference is the loop's own derivative (float64 central differences of the same loop); the
+    # release's derivative there is the loop's to rounding.
+
+    @functools.partial(jax.jit, static_argnames=("steps",))
+    def ridge_unroll(eta, x, y, steps):
+        return lbfgs_steps(jnp.zeros(x.shape[1], x.dtype), functools.partial(ridge_loss, eta=eta, x=x, y=y), steps)
+
+    @workload("float64")
+    def ridge_d_gt_n_3_steps_fori(dtype):
+        """short unroll: 3 lbfgs steps of the d > n ridge (a quadratic), jacfwd of w wrt the per-feature penalties"""
+        rng = np.random.default_rng(1)
+        x, y = rng.normal(size=(6, 15)).astype(dtype), rng.normal(size=6).astype(dtype)
+        eta = (np.random.default_rng(7).normal(size=15) * 0.3).astype(dtype)
+        got = jax.jit(jax.jacfwd(ridge_unroll), static_argnames=("steps",))(eta, x, y, steps=3)
+        return got, central_differences(lambda e: ridge_unroll(e, x, y, steps=3), eta)
+
+    @functools.partial(jax.jit, static_argnames=("steps",))
+    def multi_output_ridge_unroll(eta, x, y, steps):
+        def fun(w):
+            return mols_loss(w, x, y) + 0.5 * jnp.exp(eta) * jnp.sum(w * w)
+
+        return lbfgs_steps(jnp.zeros((x.shape[1], y.shape[1]), x.dtype), fun, steps, loop="scan")
+
+    @workload("float64")
+    def multi_output_ridge_d_gt_n_3_steps_scan(dtype):
+        """short unroll: a scan of 3 lbfgs steps of multi-output ridge, 5 features > 2 samples x 4 outputs
+        (the penalty's eigenvalue 12 times), jacfwd of W wrt the log-penalty"""
+        x, y = (a.astype(dtype) for a in mols_data(5, 4, n=2, seed=9))
+        eta = np.asarray([-1.0], dtype)
+        got = jax.jit(jax.jacfwd(multi_output_ridge_unroll), static_argnames=("steps",))(eta[0], x, y, steps=3)
+        reference = central_differences(lambda e: multi_output_ridge_unroll(e[0], x, y, steps=3), eta)
+        return np.asarray(got).reshape(reference.shape), reference
+
+    @functools.partial(jax.jit, static_argnames=("steps",))
+    def logistic_unroll_validation(eta, x, t, xv, tv, steps):
+        w = lbfgs_steps(jnp.zeros(x.shape[1], x.dtype), functools.partial(logistic_loss, eta=eta, x=x, t=t), steps)
+        z = xv @ w
+        return jnp.sum(jnp.logaddexp(0.0, z) - tv * z)
+
+    @short("float64")
+    def logistic_d_gt_n_6_steps_fori(dtype):
+        """short unroll: 6 lbfgs steps of d > n logistic regression (penalty e^-3), hypergradient by jacfwd"""
+        rng = np.random.default_rng(2)
+        x, t = rng.normal(size=(8, 20)), (rng.normal(size=8) > 0).astype(float)
+        xv, tv = rng.normal(size=(10, 20)), (rng.normal(size=10) > 0).astype(float)
+        data = tuple(np.asarray(a, dtype) for a in (x, t, xv, tv))
+        eta = np.asarray([-3.0], dtype)
+        hypergradient = jax.jit(jax.jacfwd(logistic_unroll_validation), static_argnames=("steps",))
+        got = hypergradient(eta[0], *data, steps=6)
+        return got, central_differences(lambda e: logistic_unroll_validation(e[0], *data, steps=6), eta)
 
     # --- complex parameters: f(z) = 1/2 Re(z^H A z) - Re(b^H z) --------------------------------
 
