@@ -234,10 +234,13 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
 
         return jax.jacfwd(validation)(eta)
 
-    def ridge(dtype, eta):
+    def ridge_data():
+        """6 samples of 15 features and their targets; 8 validation samples."""
         rng = np.random.default_rng(1)
-        x, y = rng.normal(size=(6, 15)), rng.normal(size=6)
-        xv, yv = rng.normal(size=(8, 15)), rng.normal(size=8)
+        return rng.normal(size=(6, 15)), rng.normal(size=6), rng.normal(size=(8, 15)), rng.normal(size=8)
+
+    def ridge(dtype, eta):
+        x, y, xv, yv = ridge_data()
         got = ridge_hypergradient(*(a.astype(dtype) for a in (eta, x, y, xv, yv)), np.zeros(15, dtype))
         lam = np.exp(eta)
         hessian = x.T @ x + np.diag(lam)
@@ -262,18 +265,24 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
         return jnp.sum(jnp.logaddexp(0.0, z) - t * z) + 0.5 * jnp.sum(jnp.exp(eta) * w * w)
 
     @jax.jit
+    def logistic_validation(w, xv, tv):
+        z = xv @ w
+        return jnp.sum(jnp.logaddexp(0.0, z) - tv * z)
+
     def logistic_hypergradient(eta, x, t, xv, tv, w0):
         def validation(eta):
-            w = solve(w0, functools.partial(logistic_loss, eta=eta, x=x, t=t), x.dtype)
-            z = xv @ w
-            return jnp.sum(jnp.logaddexp(0.0, z) - tv * z)
+            return logistic_validation(solve(w0, functools.partial(logistic_loss, eta=eta, x=x, t=t), x.dtype), xv, tv)
 
         return jax.jacfwd(validation)(eta)
 
-    def logistic(dtype, eta, seed, n, d):
+    def logistic_data(seed, n, d):
+        """n samples of d features and their labels; 10 validation samples."""
         rng = np.random.default_rng(seed)
         x, t = rng.normal(size=(n, d)), (rng.normal(size=n) > 0).astype(float)
-        xv, tv = rng.normal(size=(10, d)), (rng.normal(size=10) > 0).astype(float)
+        return x, t, rng.normal(size=(10, d)), (rng.normal(size=10) > 0).astype(float)
+
+    def logistic(dtype, eta, seed, n, d):
+        x, t, xv, tv = logistic_data(seed, n, d)
         got = logistic_hypergradient(*(np.asarray(a, dtype) for a in (eta, x, t, xv, tv)), np.zeros(d, dtype))
         lam, w = np.exp(eta) * np.ones(d), np.zeros(d)
         for _ in range(100):  # the reference: Newton in numpy float64, then the implicit function theorem
@@ -305,8 +314,7 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
     @workload("float64")
     def ridge_d_gt_n_3_steps_fori(dtype):
         """short unroll: 3 lbfgs steps of the d > n ridge (a quadratic), jacfwd of w wrt the per-feature penalties"""
-        rng = np.random.default_rng(1)
-        x, y = rng.normal(size=(6, 15)).astype(dtype), rng.normal(size=6).astype(dtype)
+        x, y = (a.astype(dtype) for a in ridge_data()[:2])
         eta = (np.random.default_rng(7).normal(size=15) * 0.3).astype(dtype)
         got = jax.jit(jax.jacfwd(ridge_unroll), static_argnames=("steps",))(eta, x, y, steps=3)
         return got, central_differences(lambda e: ridge_unroll(e, x, y, steps=3), eta)
@@ -331,16 +339,12 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
     @functools.partial(jax.jit, static_argnames=("steps",))
     def logistic_unroll_validation(eta, x, t, xv, tv, steps):
         w = lbfgs_steps(jnp.zeros(x.shape[1], x.dtype), functools.partial(logistic_loss, eta=eta, x=x, t=t), steps)
-        z = xv @ w
-        return jnp.sum(jnp.logaddexp(0.0, z) - tv * z)
+        return logistic_validation(w, xv, tv)
 
     @short("float64")
     def logistic_d_gt_n_6_steps_fori(dtype):
         """short unroll: 6 lbfgs steps of d > n logistic regression (penalty e^-3), hypergradient by jacfwd"""
-        rng = np.random.default_rng(2)
-        x, t = rng.normal(size=(8, 20)), (rng.normal(size=8) > 0).astype(float)
-        xv, tv = rng.normal(size=(10, 20)), (rng.normal(size=10) > 0).astype(float)
-        data = tuple(np.asarray(a, dtype) for a in (x, t, xv, tv))
+        data = tuple(np.asarray(a, dtype) for a in logistic_data(seed=2, n=8, d=20))
         eta = np.asarray([-3.0], dtype)
         hypergradient = jax.jit(jax.jacfwd(logistic_unroll_validation), static_argnames=("steps",))
         got = hypergradient(eta[0], *data, steps=6)
