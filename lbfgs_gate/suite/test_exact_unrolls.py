@@ -5,7 +5,8 @@ unroll (the notebook's first loop, 16 steps of optax.lbfgs()) is the derivative 
 float64 central differences of the same steps. The gate runs this module only where optax takes
 the option (defects.absent_option_tests): without it the derivative is the release's or the
 series' default, which this module does not claim. That the option changes no value is in
-test_primal_identity.py (its `_exact_option` outputs).
+test_primal_identity.py (its `_exact_option` outputs). The last test holds the default's own report of
+which derivative a short unroll got: the state's `exact_derivatives` (patch 0006).
 """
 
 import jax
@@ -21,8 +22,9 @@ NUM_STEPS = 16
 H = 1e-6
 # Relative to the largest entry; measured 1.8e-9 to 7.5e-9 with the option (both jax lines) and
 # 2.7e-9 (notebook) and 1.3e-9 (optax.lbfgs()) on 0.2.4 as published; the series' default is
-# 0.23 and 0.038 away (tools/measure_notebook_loop.py, docs/short-unrolls.md): what the option
-# is for.
+# 7.9e-3 and 4.3e-3 away there (the first step's capped scale), and 3.3e-3 and 0.086 on 0.2.8
+# (the same, and 16 optax.lbfgs() steps leave the exact phase at the 11th; tools/
+# measure_notebook_loop.py, docs/short-unrolls.md): what the option is for.
 TOLERANCE = 1e-6
 LOOPS = {
     "notebook": ("notebook_unroll", ("jacfwd", "jacrev")),
@@ -94,3 +96,28 @@ def test_short_unroll_from_zero_has_the_derivative_of_its_steps_in_reverse_mode(
     steps = _relative_error(J, _central_differences("notebook_unroll", *problem.args()))
     what = f"jacrev through the notebook loop from w0 = 0 is not the derivative of its steps: {steps:.3g}"
     check(steps <= TOLERANCE, lambda: _report(what, problem, "notebook_unroll", "jacrev", J))
+
+
+# --- the default's report of which derivative a short unroll got (patch 0006's state) -----------
+# scale_by_lbfgs's state carries `exact_derivatives`: True while every step so far was in 0006's
+# exact phase, so that the default's derivative of the loop is its steps' own (the first step's
+# capped scale held constant, as upstream since 0.2.5); False from the first step that left it,
+# from where the derivative is the solve's. The check users run after a short unroll
+# (docs/short-unrolls.md), on the corpus's d > n logistic regression: 6 steps inside the phase
+# (the corpus's 6-step workload: the steps' derivative), 10 past it (the registered limit's one).
+@pytest.mark.float64
+@pytest.mark.parametrize(("steps", "exact"), [(6, True), (10, False)])
+def test_state_says_whether_a_short_unroll_has_the_derivative_of_its_steps(steps, exact):
+    rng = np.random.default_rng(2)
+    x, t = rng.normal(size=(8, 20)), (rng.normal(size=8) > 0).astype(float)
+
+    def fun(w):
+        z = x @ w
+        return jax.numpy.sum(jax.numpy.logaddexp(0.0, z) - t * z) + 0.5 * np.exp(-3.0) * jax.numpy.sum(w * w)
+
+    opt = optax.lbfgs()
+    step = user_loops.lbfgs_step(fun, opt)
+    w0 = np.zeros(20)
+    _, state = jax.jit(lambda c: jax.lax.fori_loop(0, steps, lambda _, c: step(c), c))((w0, opt.init(w0)))
+    got = bool(optax.tree_utils.tree_get(state, "exact_derivatives"))
+    check(got == exact, f"after {steps} steps the state's exact_derivatives reads {got}, expected {exact}")
