@@ -61,7 +61,9 @@ def lines(records: dict, release: str = "the tree without the series") -> list[s
         short.append(test)
     if short:
         out.append(
-            "  where a derivative is short: through a short unroll, ask for the steps' own derivative "
+            "  where a derivative is short: through a short unroll, read optax.tree_utils.tree_get(state, "
+            "'exact_derivatives') after it (False: the steps left the exact phase, so the derivative is the "
+            "solve's) and ask for the steps' own derivative "
             "(optax.lbfgs(exact_unroll_derivatives=True), patch 0007); through a solve, check it on your own "
             "loop with the residual check (lbfgs_gate.suite.solvers.tangent_residual, README) or differentiate "
             "the solution implicitly"

@@ -49,7 +49,8 @@ PACKAGE_VARIABLE = "LBFGS_GATE_RELEASE_PACKAGE"
 # `lbfgs-gate check`'s quick comparison with the release: one measurement of each class of loop
 # (multi-output least squares, pytrees, d > n ridge and logistic regression with per-feature
 # penalties, complex parameters, short unrolls (through the first step's capped scale, the registered
-# limit, and through the zoom's stepsize), a loop run past convergence), the cheapest of each.
+# limit, through the zoom's stepsize, and on a Hessian that changes from step to step), a loop run
+# past convergence), the cheapest of each.
 QUICK = (
     ("multi_output_3x8_run_opt", "float64"),
     ("pytree_multi_output_run_opt", "float64"),
@@ -58,6 +59,7 @@ QUICK = (
     ("complex_5d_run_opt", "float64"),
     ("lbfgs_5_steps_scan_jacfwd", "float64"),
     ("ridge_d_gt_n_3_steps_fori", "float64"),
+    ("logistic_d_gt_n_6_steps_fori", "float64"),
     ("notebook_1000_steps_jacrev", "float32"),
 )
 
