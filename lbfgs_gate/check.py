@@ -139,11 +139,20 @@ def release_to_compare(version: str, thorough: bool) -> Comparison:
         return Comparison(release, {}, f"this optax is {release} as published, file for file: nothing to compare")
     if thorough:
         derivatives = pipeline.release_derivatives(pristine, state="as published, the whole corpus")
-    else:
-        state = "as published, one loop of each class"
-        derivatives = pipeline.release_derivatives_side_by_side(pristine, only=corpus.QUICK, state=state)
-    records = {corpus.VARIABLE: str(derivatives), corpus.PACKAGE_VARIABLE: str(pipeline.release_package(pristine))}
-    return Comparison(release, records)
+        return Comparison(release, release_records(pristine, derivatives))
+    return Comparison(release, quick_release_records(pristine))
+
+
+def quick_release_records(pristine: Path) -> dict[str, str]:
+    """The release's errors on the quick set (corpus.QUICK), recorded from `pristine` (the release
+    as published) by two recorders side by side, as the variables that name them to the suite."""
+    state = "as published, one loop of each class"
+    derivatives = pipeline.release_derivatives_side_by_side(pristine, only=corpus.QUICK, state=state)
+    return release_records(pristine, derivatives)
+
+
+def release_records(pristine: Path, derivatives: Path) -> dict[str, str]:
+    return {corpus.VARIABLE: str(derivatives), corpus.PACKAGE_VARIABLE: str(pipeline.release_package(pristine))}
 
 
 def comparison_lines(comparison: Comparison, records: dict) -> list[str]:

@@ -6,7 +6,10 @@ Run when a patch changes (`nox -s hunk_proof`), with optax R installed. A patch 
 stage (the release with the series up to it): intact, its detectors and the test modules it adds
 must be green (lbfgs_gate/verdict.py, on its defect alone); each hunk of its library code reversed
 alone (`git apply -R`) is caught when the verdict reads the defect present, or for an option (0007)
-when one of its PASS_TO_PASS tests fails. A hunk with the same AST (docstrings aside) is docs only;
+when one of its PASS_TO_PASS tests fails. The stage that fixes the last defect (0006) is also judged
+on the quick comparison with the release (lbfgs-gate check's loops of test_never_worse.py, against
+the release as published recorded here): its hunks that only keep the default's derivative exact
+are caught when one of those loops falls short. A hunk with the same AST (docstrings aside) is docs only;
 one that alone only breaks the code is judged with its patch's code hunks reversed together.
 """
 
@@ -25,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lbfgs_gate import PATCHES_DIR, GateError, defects, inventory, pipeline, runner, series, skeleton  # noqa: E402, I001
+from lbfgs_gate import PATCHES_DIR, GateError, check, defects, inventory, pipeline, runner, series, skeleton  # noqa: E402, I001
 from lbfgs_gate import tree, verdict, work_dir  # noqa: E402
 from lbfgs_gate.run_record import Outcome  # noqa: E402
 
@@ -120,18 +123,39 @@ def stages(statuses: list[series.Status]) -> list[Stage]:
     return found
 
 
+# The defects the series fixes; a stage whose tree has them all fixed has the series' default whole.
+PATCHED = frozenset(d.name for d in defects.DEFECTS.values() if d.patch)
+
+
+class Records:
+    """The release's errors on the quick comparison, recorded from the release as published once,
+    when a stage first needs them (check.quick_release_records: reused across runs as check's are)."""
+
+    def __init__(self, pristine: Path):
+        self.pristine, self.found = pristine, None
+
+    def __call__(self) -> dict[str, str]:
+        self.found = self.found or check.quick_release_records(self.pristine)
+        return self.found
+
+
 class Proof:
     """One stage's tests, as the gate runs them: `run` gives the verdict and the tests that showed the symptom."""
 
-    def __init__(self, release: str, stage: Stage, series_dir: Path, pytest_args: list[str]):
+    def __init__(self, release: str, stage: Stage, series_dir: Path, pytest_args: list[str], records: Records):
         self.release, self.stage, self.pytest_args = release, stage, pytest_args
         expected, self.modules = inventory.expected(), series.added_tests(series_dir / stage.sources[-1])
+        self.compared, self.records = {}, {}
         if stage.defect:
             self.nodes = {n: v for n, v in expected.items() if stage.defect in v and set(v) <= stage.fixed}
+            if stage.fixed >= PATCHED:  # the default whole: its loops that pass as published must pass
+                self.compared = {n: expected[n] for n in check.QUICK_COMPARISON if not expected[n]}
+                self.nodes, self.records = {**self.nodes, **self.compared}, records()
         else:  # an option: its module of PASS_TO_PASS tests, whole
             option = next(o for o in defects.OPTIONS.values() if o.patch.startswith(stage.number))
             self.nodes = {n: v for n, v in expected.items() if n.startswith(f"lbfgs_gate/suite/{option.tests}::")}
-        only, detectors_only = frozenset({stage.defect} - {None}), stage.defect is not None
+        # Detectors only, but for the comparison's loops: each must run (not run is red).
+        only, detectors_only = frozenset({stage.defect} - {None}), stage.defect is not None and not self.compared
         self.expectation = verdict.Expectation(detectors_only=detectors_only, inventory=self.nodes, only=only)
 
     def run(self, optax_tree: Path, name: str) -> tuple[verdict.Verdict, list[str]]:
@@ -144,15 +168,20 @@ class Proof:
             optax_tests=tuple(self.modules),
             tree=optax_tree,
             defect_modules={Path(m).name: self.stage.defect for m in self.modules if self.stage.defect},
+            env_extra=self.records,
         )
         folder = skeleton.clear(work_dir() / "reports" / SESSION / self.release / f"{self.stage.number}-{name}")
         judged, records = skeleton.run_session(plan, folder, self.pytest_args, write=False, show=False)
         tests = [test for record in records.values() for test in record.tests.values()]
-        if self.stage.defect:  # the verdict reads the defect present: its detectors reproduced it
-            shown = judged.defects[self.stage.defect].outcome.startswith("present")
-            return judged, [t.nodeid for t in tests if t.outcome == Outcome.REPRODUCED] if shown else []
-        # An option: its tests' own checks failed (DefectObserved, or optax's assertions in the call).
+        # A PASS_TO_PASS test's own check failed (DefectObserved, or optax's assertions in the call).
         symptom = lambda t: t.outcome == Outcome.REPRODUCED or (t.phase, t.exception) == ("call", "AssertionError")  # noqa: E731
+        if self.stage.defect:  # the verdict reads the defect present (its detectors reproduced it), or
+            # a loop of the comparison falls short of the release
+            shown = judged.defects[self.stage.defect].outcome.startswith("present")
+            detectors = [t.nodeid for t in tests if t.outcome == Outcome.REPRODUCED and t.nodeid not in self.compared]
+            short = [t.nodeid for t in tests if t.nodeid in self.compared and symptom(t)]
+            return judged, (detectors if shown else []) + short
+        # An option: its tests' own checks failed.
         return judged, [] if judged.green else [t.nodeid for t in tests if symptom(t)]
 
 
@@ -168,7 +197,7 @@ def prove(release: str, series_file: Path, pytest_args: list[str], only: str | N
     chosen = [stage for stage in stages(list(build.statuses)) if only in (None, stage.number)]
     if not chosen:
         raise GateError(f"--patch {only}: no patch of that number applies to optax {release}")
-    counts = {"caught": 0, "NOT caught": 0, "docs only, not judged": 0}
+    counts, records = {"caught": 0, "NOT caught": 0, "docs only, not judged": 0}, Records(build.pristine)
 
     def say(hunk: Hunk, stage: Stage, outcome: str, detail: str = "") -> None:
         counts[outcome] += 1
@@ -176,7 +205,7 @@ def prove(release: str, series_file: Path, pytest_args: list[str], only: str | N
 
     try:
         for stage in chosen:
-            proof = Proof(release, stage, series_dir, pytest_args)
+            proof = Proof(release, stage, series_dir, pytest_args, records)
             intact = copy(build.pristine, scratch / f"optax-{release}-stage")
             for source in stage.sources:
                 series.apply_patch(intact, series_dir / source)

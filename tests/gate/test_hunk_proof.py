@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lbfgs_gate import PATCHES_DIR, PROJECT_ROOT, defects, sdist, series, tree
+from lbfgs_gate import PATCHES_DIR, PROJECT_ROOT, check, defects, inventory, sdist, series, tree
 
 # tools/ is no package: the script is loaded from its file.
 _spec = importlib.util.spec_from_file_location("hunk_proof", PROJECT_ROOT / "tools" / "hunk_proof.py")
@@ -96,6 +96,28 @@ def test_each_stage_is_the_series_up_to_its_patch_and_each_library_hunk_reverses
             if hunk_proof.is_library(hunk.file):
                 mutant = hunk_proof.copy(intact, tmp_path / "mutant")
                 assert hunk_proof.reverse(mutant, hunk) is None, f"{stage.number} hunk {hunk.index}"
+
+
+@pytest.mark.parametrize("release", ["0.2.4", "0.2.8"])
+def test_the_stage_that_fixes_the_last_defect_is_also_judged_on_the_quick_comparison(release, sdist_dir):
+    # 0006's exact phase and the zoom's flag only keep the default's derivative as the release's:
+    # no detector sees them reversed, the comparison with the release does.
+    statuses = tree.statuses(tree.prepare(release, PATCHES_DIR / "series", sdist_dir, report=lambda _: None))
+    recorded = []
+
+    def records():
+        recorded.append(True)
+        return {"LBFGS_GATE_RELEASE_DERIVATIVES": "the release's record"}
+
+    proofs = {s.number: hunk_proof.Proof(release, s, PATCHES_DIR, [], records) for s in hunk_proof.stages(statuses)}
+    compared = {nodeid for nodeid in check.QUICK_COMPARISON if not inventory.expected()[nodeid]}
+    assert compared and len(compared) < len(check.QUICK_COMPARISON)  # the quick limit's detector is left out
+    assert set(proofs["0006"].compared) == compared and compared <= set(proofs["0006"].nodes)
+    assert proofs["0006"].records and not proofs["0006"].expectation.detectors_only  # each loop must run
+    for number, proof in proofs.items():
+        if number != "0006":
+            assert not proof.compared and not proof.records and not compared & set(proof.nodes), number
+    assert len(recorded) == 1  # recorded once, for the one stage that needs it
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--", "-k", "seed"]], ids=["unknown-option", "selecting-pytest-args"])
