@@ -98,6 +98,24 @@ def shown(error) -> str:
     return f"{error:.3g}" if isinstance(error, float) else str(error)
 
 
+# Logistic regression with L2 penalties e^eta (one, or one per feature): the corpus's loops and
+# test_exact_unrolls.py's report of the exact phase share its loss and data.
+def logistic_loss(w, eta, x, t):
+    import jax.numpy as jnp
+
+    z = x @ w
+    return jnp.sum(jnp.logaddexp(0.0, z) - t * z) + 0.5 * jnp.sum(jnp.exp(eta) * w * w)
+
+
+def logistic_data(seed, n, d):
+    """n samples of d features and their labels; 10 validation samples."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x, t = rng.normal(size=(n, d)), (rng.normal(size=n) > 0).astype(float)
+    return x, t, rng.normal(size=(10, d)), (rng.normal(size=10) > 0).astype(float)
+
+
 def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: the loops and their data
     """The corpus, by name. Imports jax and optax: call it where the optax to measure is importable."""
     import jax
@@ -262,10 +280,6 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
 
     # --- logistic regression, d > n, L2 penalties (one, or one per feature): hypergradient ------
 
-    def logistic_loss(w, eta, x, t):
-        z = x @ w
-        return jnp.sum(jnp.logaddexp(0.0, z) - t * z) + 0.5 * jnp.sum(jnp.exp(eta) * w * w)
-
     @jax.jit
     def logistic_validation(w, xv, tv):
         z = xv @ w
@@ -276,12 +290,6 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
             return logistic_validation(solve(w0, functools.partial(logistic_loss, eta=eta, x=x, t=t), x.dtype), xv, tv)
 
         return jax.jacfwd(validation)(eta)
-
-    def logistic_data(seed, n, d):
-        """n samples of d features and their labels; 10 validation samples."""
-        rng = np.random.default_rng(seed)
-        x, t = rng.normal(size=(n, d)), (rng.normal(size=n) > 0).astype(float)
-        return x, t, rng.normal(size=(10, d)), (rng.normal(size=10) > 0).astype(float)
 
     def logistic(dtype, eta, seed, n, d):
         x, t, xv, tv = logistic_data(seed, n, d)

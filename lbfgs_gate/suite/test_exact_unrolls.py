@@ -9,12 +9,14 @@ test_primal_identity.py (its `_exact_option` outputs). The last test holds the d
 which derivative a short unroll got: the state's `exact_derivatives` (patch 0006).
 """
 
+import functools
+
 import jax
 import numpy as np
 import optax
 import pytest
 
-from lbfgs_gate.suite import solvers, user_loops
+from lbfgs_gate.suite import corpus, solvers, user_loops
 from lbfgs_gate.suite.report import check, problem_report
 from lbfgs_gate.suite.strategies import Problem
 
@@ -108,13 +110,8 @@ def test_short_unroll_from_zero_has_the_derivative_of_its_steps_in_reverse_mode(
 @pytest.mark.float64
 @pytest.mark.parametrize(("steps", "exact"), [(6, True), (10, False)])
 def test_state_says_whether_a_short_unroll_has_the_derivative_of_its_steps(steps, exact):
-    rng = np.random.default_rng(2)
-    x, t = rng.normal(size=(8, 20)), (rng.normal(size=8) > 0).astype(float)
-
-    def fun(w):
-        z = x @ w
-        return jax.numpy.sum(jax.numpy.logaddexp(0.0, z) - t * z) + 0.5 * np.exp(-3.0) * jax.numpy.sum(w * w)
-
+    x, t = corpus.logistic_data(seed=2, n=8, d=20)[:2]
+    fun = functools.partial(corpus.logistic_loss, eta=-3.0, x=x, t=t)
     opt = optax.lbfgs()
     step = user_loops.lbfgs_step(fun, opt)
     w0 = np.zeros(20)
