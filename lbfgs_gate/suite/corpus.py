@@ -49,8 +49,8 @@ PACKAGE_VARIABLE = "LBFGS_GATE_RELEASE_PACKAGE"
 # `lbfgs-gate check`'s quick comparison with the release: one measurement of each class of loop
 # (multi-output least squares, pytrees, d > n ridge and logistic regression with per-feature
 # penalties, complex parameters, short unrolls (through the first step's capped scale, the registered
-# limit, through the zoom's stepsize, and on a Hessian that changes from step to step), a loop run
-# past convergence), the cheapest of each.
+# limit, through the zoom's stepsize, through its interpolations inside the interval, and on a
+# Hessian that changes from step to step), a loop run past convergence), the cheapest of each.
 QUICK = (
     ("multi_output_3x8_run_opt", "float64"),
     ("pytree_multi_output_run_opt", "float64"),
@@ -60,6 +60,7 @@ QUICK = (
     ("lbfgs_5_steps_scan_jacfwd", "float64"),
     ("ridge_d_gt_n_3_steps_fori", "float64"),
     ("logistic_d_gt_n_6_steps_fori", "float64"),
+    ("stiff_quadratic_2_steps_fori", "float64"),
     ("notebook_1000_steps_jacrev", "float32"),
 )
 
@@ -370,6 +371,22 @@ def workloads() -> dict[str, Workload]:  # noqa: C901, PLR0915 - one namespace: 
         """short unroll: the same, 10 steps, past the exact phase's end (the updates fall below a
         thousandth of the largest at the eighth step): the derivative is the solve's from there"""
         return logistic_unroll(dtype, 10)
+
+    @functools.partial(jax.jit, static_argnames=("steps",))
+    def quadratic_unroll(b, a, steps):
+        return lbfgs_steps(jnp.zeros_like(b), lambda w: 0.5 * w @ (a @ w) - b @ w, steps)
+
+    @workload("float64")
+    def stiff_quadratic_2_steps_fori(dtype):
+        """short unroll: 2 lbfgs steps of a stiff 5-D quadratic (eigenvalues 1 to 30, |b| = 0.3), jacfwd wrt b;
+        the first step of 1 overshoots and the zoom linesearch interpolates twice inside its interval"""
+        rng = np.random.default_rng(0)
+        q = np.linalg.qr(rng.normal(size=(5, 5)))[0]
+        a = ((q * np.linspace(1.0, 30.0, 5)) @ q.T).astype(dtype)
+        b = rng.normal(size=5)
+        b = (0.3 * b / np.linalg.norm(b)).astype(dtype)
+        got = jax.jit(jax.jacfwd(quadratic_unroll), static_argnames=("steps",))(b, a, steps=2)
+        return got, central_differences(lambda b: quadratic_unroll(b, a, steps=2), b)
 
     # --- complex parameters: f(z) = 1/2 Re(z^H A z) - Re(b^H z) --------------------------------
 
