@@ -139,7 +139,7 @@ def release_to_compare(version: str, thorough: bool) -> Comparison:
         return Comparison(release, {}, f"this optax is {release} as published, file for file: nothing to compare")
     if thorough:
         derivatives = pipeline.release_derivatives(pristine, state="as published, the whole corpus")
-        return Comparison(release, release_records(pristine, derivatives))
+        return Comparison(release, _comparison_variables(pristine, derivatives))
     return Comparison(release, quick_release_records(pristine))
 
 
@@ -148,10 +148,11 @@ def quick_release_records(pristine: Path) -> dict[str, str]:
     as published) by two recorders side by side, as the variables that name them to the suite."""
     state = "as published, one loop of each class"
     derivatives = pipeline.release_derivatives_side_by_side(pristine, only=corpus.QUICK, state=state)
-    return release_records(pristine, derivatives)
+    return _comparison_variables(pristine, derivatives)
 
 
-def release_records(pristine: Path, derivatives: Path) -> dict[str, str]:
+def _comparison_variables(pristine: Path, derivatives: Path) -> dict[str, str]:
+    # Not pipeline.release_records, which records the primal reference too (the patched sessions').
     return {corpus.VARIABLE: str(derivatives), corpus.PACKAGE_VARIABLE: str(pipeline.release_package(pristine))}
 
 

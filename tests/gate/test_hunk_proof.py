@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from lbfgs_gate import PATCHES_DIR, PROJECT_ROOT, check, defects, inventory, sdist, series, tree
+from lbfgs_gate.suite import corpus
 
 # tools/ is no package: the script is loaded from its file.
 _spec = importlib.util.spec_from_file_location("hunk_proof", PROJECT_ROOT / "tools" / "hunk_proof.py")
@@ -107,7 +108,7 @@ def test_the_stage_that_fixes_the_last_defect_is_also_judged_on_the_quick_compar
 
     def records():
         recorded.append(True)
-        return {"LBFGS_GATE_RELEASE_DERIVATIVES": "the release's record"}
+        return {corpus.VARIABLE: "the release's record"}
 
     proofs = {s.number: hunk_proof.Proof(release, s, PATCHES_DIR, [], records) for s in hunk_proof.stages(statuses)}
     compared = {nodeid for nodeid in check.QUICK_COMPARISON if not inventory.expected()[nodeid]}
